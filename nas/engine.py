@@ -1,0 +1,314 @@
+"""``run_job``: the one entry point of the search engine (CLI, API runner and tests all call it).
+
+A job runs in rounds: the strategy proposes a batch (screening happens inside the strategy),
+the executor evaluates it (Ray Tune by default), the driver writes the round's trials, the
+round summary and the strategy's state in one transaction, and the loop repeats until the
+budget of real evaluations is spent. The driver is the job's only writer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+
+from spaces import Architecture, InvalidConfigError, SearchSpace, SpacesError, UnknownSpaceError, get_space
+
+from .errors import JobConflictError, SpecError
+from .evaluation import Executor, make_evaluator, make_executor
+from .pareto import normalized_hypervolume, pareto_front
+from .problem import Problem
+from .spec import JobSpec
+from .storage import RoundRecord, Store, TrialRecord
+from .strategies import SearchContext, Strategy, get_strategy
+
+__all__ = ["run_job", "prepare_job", "JobResult", "Progress", "PreparedJob"]
+
+# a job whose owner has not written for this long, on another host, is considered abandoned
+STALE_AFTER = timedelta(minutes=5)
+# rounds in a row that bring no new evaluation (only duplicates) before the job ends
+MAX_IDLE_ROUNDS = 50
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress display gets after every round."""
+
+    job_id: str
+    round: int
+    n_evaluations: int
+    budget: int
+    n_trials: int
+    hypervolume: float | None
+    best: dict[str, float]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    state: str
+    trials: list[TrialRecord]
+    pareto: list[TrialRecord]
+    hypervolume: float | None
+    database: str
+    objectives: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def trial(t: TrialRecord) -> dict[str, Any]:
+            return {"number": t.number, "arch": t.arch, "values": t.values, "state": t.state,
+                    "feasible": t.feasible, "source": t.source}
+        return {"job_id": self.job_id, "state": self.state, "database": self.database,
+                "objectives": self.objectives, "hypervolume": self.hypervolume,
+                "trials": [trial(t) for t in self.trials], "pareto": [trial(t) for t in self.pareto]}
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A spec checked against the registries: everything ``run_job`` needs, nothing stored yet."""
+
+    spec: JobSpec
+    space: SearchSpace
+    problem: Problem
+    strategy: Strategy
+
+
+def prepare_job(spec: JobSpec | Mapping[str, Any]) -> PreparedJob:
+    """Validate a spec fully (space, dataset, objectives, devices, strategy, constraints)."""
+    if not isinstance(spec, JobSpec):
+        spec = JobSpec.from_dict(dict(spec))
+    try:
+        space = get_space(spec.space.name, **spec.space.config)
+    except UnknownSpaceError as e:
+        raise SpecError("space.name", e.name, ", ".join(e.valid)) from None
+    except InvalidConfigError as e:
+        raise SpecError(e.field, e.given, e.valid) from None
+    except SpacesError as e:  # data files missing and the like
+        raise SpecError("space", spec.space.name, "", reason=str(e)) from None
+    try:
+        problem = Problem.resolve(spec, space)
+    except SpacesError as e:
+        raise SpecError("space", spec.space.name, "", reason=str(e)) from None
+    strategy = get_strategy(spec.strategy.name, **spec.strategy.params)
+    if len(problem.objectives) > 1 and strategy.name == "tpe" and False:  # pragma: no cover
+        pass
+    return PreparedJob(spec, space, problem, strategy)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _owner_alive(owner: str | None, heartbeat: datetime | None) -> bool:
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return int(pid) != os.getpid() or True
+    return heartbeat is not None and datetime.now(timezone.utc) - heartbeat < STALE_AFTER
+
+
+def run_job(spec: JobSpec | Mapping[str, Any], store: Store | None = None, *, resume: str | None = None,
+            executor: Executor | None = None, progress: Callable[[Progress], None] | None = None,
+            log: Callable[[str], None] | None = None) -> JobResult:
+    """Run (or with ``resume=JOB_ID``, continue) a search job and return its result.
+
+    Everything is validated before the database is touched: a bad spec raises
+    :class:`SpecError` and leaves nothing behind.
+    """
+    job = prepare_job(spec)
+    spec = job.spec
+    store = store or Store()
+    owner = _owner()
+    if resume is not None:
+        record = store.get_job(resume)
+        stored = JobSpec.from_dict(record.spec)
+        if stored.to_json() != spec.to_json():
+            diff = _first_difference(stored.model_dump(mode="json"), spec.model_dump(mode="json"))
+            raise SpecError(diff or "spec", "a different spec", f"the spec job {resume} was created with",
+                            reason="--resume needs the job's own spec")
+        if record.state == "completed":
+            return _result(store, record.id, job.problem, job.space)
+        alive = record.state == "running" and record.owner and _owner_alive(record.owner, record.heartbeat_at)
+        if alive:
+            raise JobConflictError(f"job {resume} is still being run by {record.owner}")
+        record = store.claim_job(resume, owner, steal_from=record.owner)
+    else:
+        record = store.create_job(spec.model_dump(mode="json", exclude_none=True), space=spec.space.name,
+                                  strategy=spec.strategy.name, seed=spec.seed, budget=spec.budget.evaluations,
+                                  name=spec.name, state="running", owner=owner)
+    job_id = record.id
+
+    def job_log(msg: str, level: str = "info") -> None:
+        store.log(job_id, msg, level)
+        if log:
+            log(msg)
+
+    own_executor = executor is None
+    executor = executor or make_executor(spec.execution.backend, spec.execution.max_concurrent,
+                                         spec.execution.max_retries)
+    try:
+        _loop(job, store, job_id, owner, record.strategy_state, executor, progress, job_log)
+    except BaseException as e:
+        state = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
+        try:
+            store.finish_job(job_id, owner, state, error=f"{type(e).__name__}: {e}")
+        except Exception:  # the original error matters more than the bookkeeping one
+            pass
+        raise
+    finally:
+        if own_executor:
+            executor.close()
+    store.finish_job(job_id, owner, "completed")
+    return _result(store, job_id, job.problem, job.space)
+
+
+def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes | None, executor: Executor,
+          progress: Callable[[Progress], None] | None, job_log: Callable[..., None]) -> None:
+    spec, space, problem, strategy = job.spec, job.space, job.problem, job.strategy
+    history = store.load_trials(job_id)
+    rounds = store.load_rounds(job_id)
+    strategy.start(SearchContext(space, problem, spec.seed, spec.budget.evaluations, job_log), history, state)
+    evaluator = make_evaluator(space, problem.keys)
+    bounds = problem.bounds(space)
+    known: dict[str, TrialRecord] = {}  # arch_id -> first measured trial, to reuse instead of re-measuring
+    for t in history:
+        if t.state != "fail":
+            known.setdefault(t.arch_id, t)
+    n_trials = len(history)
+    n_eval = sum(1 for t in history if not (t.source or {}).get("cached") and t.state != "unmeasured")
+    rnd = rounds[-1].round + 1 if rounds else 0
+    if history:
+        job_log(f"resuming at round {rnd} with {n_trials} trials ({n_eval} evaluations) already stored")
+    idle = 0
+    budget = spec.budget.evaluations
+    while n_eval < budget:
+        t0 = time.perf_counter()
+        proposals = strategy.propose(min(strategy.batch_size, budget - n_eval))
+        if not proposals:
+            job_log("the strategy has no new candidates: the space is exhausted")
+            break
+        fresh = [p.arch for p in proposals if p.arch.arch_id not in known]
+        fresh = list({a.arch_id: a for a in fresh}.values())
+        results = dict(zip((a.arch_id for a in fresh), executor.evaluate(evaluator, fresh)))
+        trials, new_evals = [], 0
+        for i, p in enumerate(proposals):
+            source = dict(p.source)
+            if p.arch.arch_id in results and p.arch.arch_id not in {t.arch_id for t in trials}:
+                r = results[p.arch.arch_id]
+                metrics, error, duration = r.metrics, r.error, r.duration_s
+            else:  # seen before (or twice in this batch): reuse the measurement, spend no budget
+                prev = known.get(p.arch.arch_id) or next(t for t in trials if t.arch_id == p.arch.arch_id)
+                metrics, error, duration = prev.metrics, prev.error, 0.0
+                source["cached"] = True
+            trial = _make_trial(job_id, n_trials + i, rnd, p.arch, problem, metrics, error, duration, source)
+            if not source.get("cached") and trial.state != "unmeasured":
+                new_evals += 1
+            trials.append(trial)
+        replay = strategy.tell(proposals, trials)
+        trials = [t if rep is None else TrialRecord(**{**t.to_dict(), "sampler": rep}) for t, rep in zip(trials, replay)]
+        for t in trials:
+            if t.state != "fail":
+                known.setdefault(t.arch_id, t)
+        all_trials = history + trials
+        hv, best = _summary(all_trials, problem, bounds)
+        n_trials += len(trials)
+        n_eval += new_evals
+        rec = RoundRecord(job_id=job_id, round=rnd, n_trials=n_trials, n_evaluations=n_eval,
+                          n_screened=max([int(p.source.get("screened", 0)) for p in proposals] + [len(proposals)]),
+                          hypervolume=hv, best=best, seconds=time.perf_counter() - t0,
+                          info={"new_evaluations": new_evals, "failed": sum(t.state == "fail" for t in trials),
+                                "unmeasured": sum(t.state == "unmeasured" for t in trials)})
+        store.save_round(job_id, owner, trials, rec, strategy.get_state(), hypervolume=hv)
+        history = all_trials
+        if progress:
+            progress(Progress(job_id, rnd, n_eval, budget, n_trials, hv, best))
+        rnd += 1
+        idle = 0 if new_evals else idle + 1
+        if idle >= MAX_IDLE_ROUNDS:
+            job_log(f"{MAX_IDLE_ROUNDS} rounds in a row proposed only architectures already evaluated; stopping")
+            break
+
+
+def _make_trial(job_id: str, number: int, rnd: int, arch: Architecture, problem: Problem,
+                metrics: dict[str, float] | None, error: str | None, duration: float,
+                source: dict[str, Any]) -> TrialRecord:
+    if metrics is None:
+        return TrialRecord(job_id, number, rnd, arch.to_dict(), "fail", error=error, duration_s=duration,
+                           feasible=False, source=source)
+    missing = [k for k in problem.keys if k not in metrics or not math.isfinite(metrics[k])]
+    if missing:
+        return TrialRecord(job_id, number, rnd, arch.to_dict(), "unmeasured", metrics=metrics, feasible=False,
+                           error=f"not measured: {', '.join(missing)}", duration_s=duration, source=source)
+    violations = problem.violations(metrics)
+    return TrialRecord(job_id, number, rnd, arch.to_dict(), "complete", values=problem.values(metrics),
+                       metrics=metrics, constraints=violations or None, feasible=all(v <= 0 for v in violations),
+                       duration_s=duration, source=source)
+
+
+def _front(trials: list[TrialRecord], problem: Problem) -> list[TrialRecord]:
+    ok, seen = [], set()
+    for t in trials:
+        if t.state == "complete" and t.feasible and t.arch_id not in seen:
+            seen.add(t.arch_id)
+            ok.append(t)
+    if not ok:
+        return []
+    values = np.array([problem.vector(t.values) for t in ok])
+    return [ok[i] for i in sorted(pareto_front(values, problem.directions))]
+
+
+def _summary(trials: list[TrialRecord], problem: Problem,
+             bounds: tuple[np.ndarray, np.ndarray] | None) -> tuple[float | None, dict[str, float]]:
+    front = _front(trials, problem)
+    if not front:
+        return None, {}
+    values = np.array([problem.vector(t.values) for t in front])
+    best = {o.key: float(values[:, j].max() if o.direction == "maximize" else values[:, j].min())
+            for j, o in enumerate(problem.objectives)}
+    if bounds is None:  # no table: normalise by what the job has seen
+        done = np.array([problem.vector(t.values) for t in trials if t.state == "complete"])
+        bounds = done.min(axis=0), done.max(axis=0)
+    lo, hi = bounds
+    # lo/hi are per-objective min/max in the objective's own units
+    worst = np.where(np.array(problem.directions) == "maximize", lo, hi)
+    bestb = np.where(np.array(problem.directions) == "maximize", hi, lo)
+    return normalized_hypervolume(values, problem.directions, bestb, worst), best
+
+
+def _result(store: Store, job_id: str, problem: Problem, space: SearchSpace) -> JobResult:
+    record = store.get_job(job_id)
+    trials = store.load_trials(job_id)
+    return JobResult(job_id=job_id, state=record.state, trials=trials, pareto=_front(trials, problem),
+                     hypervolume=record.hypervolume, database=store.display_url(),
+                     objectives=[{"key": o.key, "direction": o.direction} for o in problem.objectives])
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _first_difference(x, y, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    return None if a == b else (path or "spec")

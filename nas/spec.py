@@ -1,0 +1,153 @@
+"""``JobSpec``: what a user asks the engine to do (YAML or JSON), validated in full before anything is stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SpecError
+
+__all__ = ["JobSpec", "SpaceSpec", "ObjectiveSpec", "ConstraintSpec", "StrategySpec", "BudgetSpec",
+           "ExecutionSpec", "load_spec"]
+
+Direction = Literal["minimize", "maximize"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SpaceSpec(BaseModel):
+    """``name`` plus the space's own config keys (e.g. ``dataset`` for nb201)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    name: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ObjectiveSpec(_Frozen):
+    name: str
+    device: str | None = None
+    direction: Direction | None = None  # default: the metric's natural direction
+
+
+class ConstraintSpec(_Frozen):
+    name: str
+    device: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ConstraintSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("a constraint needs `min`, `max` or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        return self
+
+
+class StrategySpec(BaseModel):
+    """``name`` plus strategy parameters (e.g. ``batch_size``, ``candidates``)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BudgetSpec(_Frozen):
+    evaluations: int = Field(gt=0, description="number of real evaluations")
+
+
+class ExecutionSpec(_Frozen):
+    backend: Literal["ray", "inline"] = "ray"
+    max_concurrent: int = Field(default=2, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+
+
+class JobSpec(_Frozen):
+    space: SpaceSpec
+    objectives: list[ObjectiveSpec] = Field(min_length=1)
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
+    strategy: StrategySpec = StrategySpec(name="predictor-guided")
+    budget: BudgetSpec
+    seed: int = 0
+    execution: ExecutionSpec = ExecutionSpec()
+    name: str | None = None
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, v: list[ObjectiveSpec]) -> list[ObjectiveSpec]:
+        seen = set()
+        for o in v:
+            if (o.name, o.device) in seen:
+                raise ValueError(f"objective {o.name}{'@' + o.device if o.device else ''} is listed twice")
+            seen.add((o.name, o.device))
+        return v
+
+    # -- parsing -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any) -> JobSpec:
+        if not isinstance(data, dict):
+            raise SpecError("spec", type(data).__name__, "a mapping with keys space, objectives, budget, ...")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise _spec_error(e, data) from None
+
+    @classmethod
+    def from_text(cls, text: str) -> JobSpec:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)  # JSON is YAML
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise SpecError("spec", f"malformed YAML/JSON{where}", "a YAML or JSON mapping",
+                            reason=str(getattr(e, "problem", e))) from None
+        return cls.from_dict(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError("spec", str(path), "a path to a YAML or JSON file", reason="file not found")
+    return JobSpec.from_text(p.read_text())
+
+
+def _spec_error(e: ValidationError, data: dict) -> SpecError:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    field = loc or "spec"
+    given = err.get("input", None)
+    kind = err["type"]
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return SpecError(field, None, "", reason="required field is missing")
+    if kind == "extra_forbidden":
+        parent = err["loc"][:-1]
+        model = JobSpec
+        for p in parent:
+            if isinstance(p, int):
+                continue
+            ann = model.model_fields[str(p)].annotation
+            model = getattr(ann, "__args__", (ann,))[0] if hasattr(ann, "__args__") else ann
+        valid = ", ".join(model.model_fields) if hasattr(model, "model_fields") else ""
+        return SpecError(field, err["loc"][-1], valid, reason="unknown key")
+    if kind == "literal_error":
+        return SpecError(field, given, err.get("ctx", {}).get("expected", ""))
+    if isinstance(given, dict) and len(str(given)) > 80:
+        given = "{...}"
+    return SpecError(field, given, "", reason=msg)

@@ -1,0 +1,96 @@
+"""SQLAlchemy 2.0 models. JSON columns use the portable ``JSON`` type (no PostgreSQL-only types).
+
+The schema is owned by the Alembic migrations in ``migrations/``; these models must match them
+(``tests/test_storage.py`` checks that ``alembic check`` finds nothing to do).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "Job", "ArchitectureRow", "Trial", "JobRound", "JobLog"]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    space: Mapped[str] = mapped_column(String(64))
+    strategy: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|completed|failed|cancelled
+    seed: Mapped[int] = mapped_column(Integer)
+    budget: Mapped[int] = mapped_column(Integer)
+    n_trials: Mapped[int] = mapped_column(Integer, default=0)
+    n_evaluations: Mapped[int] = mapped_column(Integer, default=0)
+    rounds: Mapped[int] = mapped_column(Integer, default=0)
+    hypervolume: Mapped[float | None] = mapped_column(Float)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    strategy_state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ArchitectureRow(Base):
+    __tablename__ = "architectures"
+    arch_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    space: Mapped[str] = mapped_column(String(64), index=True)
+    space_version: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("job_id", "number", name="uq_trials_job_number"),
+                      Index("ix_trials_job_state", "job_id", "state"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    round: Mapped[int] = mapped_column(Integer)
+    arch_id: Mapped[str] = mapped_column(ForeignKey("architectures.arch_id"))
+    state: Mapped[str] = mapped_column(String(16))  # complete|fail|unmeasured
+    values: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # objective key -> value
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # every metric measured
+    constraints: Mapped[list[float] | None] = mapped_column(JSON)  # Optuna semantics: <= 0 is satisfied
+    feasible: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # strategy, predictor, labels used
+    sampler: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the strategy needs to replay it
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobRound(Base):
+    __tablename__ = "job_rounds"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    n_evaluations: Mapped[int] = mapped_column(Integer)
+    n_screened: Mapped[int] = mapped_column(Integer)
+    hypervolume: Mapped[float | None] = mapped_column(Float)
+    best: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobLog(Base):
+    __tablename__ = "job_logs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    level: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,257 @@
+"""``Store``: every job, trial and architecture in SQL (SQLite by default, PostgreSQL supported).
+
+Contract:
+
+* The driver of a job is its only writer. ``claim_job`` records the owner; every
+  ``save_round`` checks, in the same transaction, that the caller still owns the job, so a
+  second writer fails with :class:`JobConflictError` instead of interleaving trials.
+* ``save_round`` is atomic: the round's trials, the strategy's state and the job's counters
+  commit together or not at all. A crash loses at most the round in flight, which the
+  strategy (restored from the state saved with the previous round) proposes again.
+* Safe to share between threads (one SQLAlchemy engine; sessions per call).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import JobConflictError, JobNotFoundError, StorageError
+from .models import ArchitectureRow, Job, JobLog, JobRound, Trial
+from .records import JOB_STATES, JobRecord, RoundRecord, TrialRecord
+
+__all__ = ["Store", "default_database_url", "DATABASE_ENV_VAR"]
+
+DATABASE_ENV_VAR = "NAS_DATABASE_URL"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(d: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC
+    return d.replace(tzinfo=timezone.utc) if d is not None and d.tzinfo is None else d
+
+
+def default_database_url() -> str:
+    """``$NAS_DATABASE_URL``, else a SQLite file under ``$XDG_DATA_HOME/nas`` (``~/.local/share/nas``)."""
+    if os.environ.get(DATABASE_ENV_VAR):
+        return os.environ[DATABASE_ENV_VAR]
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "nas"
+    return f"sqlite:///{base / 'nas.db'}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (dashboard, API) never block the writer
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Store:
+    def __init__(self, url: str | None = None, *, migrate: bool = True, echo: bool = False) -> None:
+        self.url = url or default_database_url()
+        self.engine: Engine = self._make_engine(self.url, echo)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        if migrate:
+            self.upgrade()
+
+    @staticmethod
+    def _make_engine(url: str, echo: bool) -> Engine:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, echo=echo, pool_pre_ping=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def display_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # -- schema --------------------------------------------------------------------
+    def alembic_config(self):
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        return cfg
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Run the migrations up to ``revision`` (idempotent)."""
+        from alembic import command
+
+        cfg = self.alembic_config()
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        except OperationalError as e:
+            raise StorageError(f"cannot open or migrate the database {self.display_url()}: {e.orig}") from e
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn, opts={"version_table": "nas_alembic_version"}).get_current_revision()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- jobs ----------------------------------------------------------------------
+    def create_job(self, spec: dict[str, Any], *, space: str, strategy: str, seed: int, budget: int,
+                   name: str | None = None, state: str = "queued", owner: str | None = None) -> JobRecord:
+        now = _now()
+        job = Job(id=uuid.uuid4().hex[:12], name=name, space=space, strategy=strategy, spec=spec, state=state,
+                  seed=seed, budget=budget, n_trials=0, n_evaluations=0, rounds=0, owner=owner,
+                  created_at=now, updated_at=now, started_at=now if state == "running" else None,
+                  heartbeat_at=now if owner else None)
+        with self._session.begin() as s:
+            s.add(job)
+        return self._record(job)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with self._session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFoundError(job_id, self.display_url())
+            return self._record(job)
+
+    def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0) -> list[JobRecord]:
+        q = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+        if state is not None:
+            if state not in JOB_STATES:
+                raise ValueError(f"state: got {state!r}; valid: {', '.join(JOB_STATES)}")
+            q = q.where(Job.state == state)
+        with self._session() as s:
+            return [self._record(j) for j in s.scalars(q)]
+
+    def claim_job(self, job_id: str, owner: str, *, steal_from: str | None = None) -> JobRecord:
+        """Make ``owner`` the job's writer and mark it running.
+
+        A job owned by someone else is taken only if ``steal_from`` names that owner (the
+        caller has checked it is dead), so two live processes never both write a job.
+        """
+        with self._session.begin() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise JobNotFoundError(job_id, self.display_url())
+            if job.owner not in (None, owner, steal_from) and job.state == "running":
+                raise JobConflictError(f"job {job_id} is being run by {job.owner}")
+            now = _now()
+            job.owner, job.state, job.heartbeat_at, job.updated_at = owner, "running", now, now
+            job.started_at = job.started_at or now
+            job.finished_at, job.error = None, None
+            return self._record(job)
+
+    def finish_job(self, job_id: str, owner: str, state: str, error: str | None = None) -> None:
+        with self._session.begin() as s:
+            now = _now()
+            res = s.execute(update(Job).where(Job.id == job_id, Job.owner == owner)
+                            .values(state=state, error=error, finished_at=now, updated_at=now, owner=None))
+            if res.rowcount != 1:
+                raise JobConflictError(f"job {job_id} is no longer owned by {owner}")
+
+    def delete_job(self, job_id: str) -> None:
+        with self._session.begin() as s:
+            job = s.get(Job, job_id)
+            if job is not None:
+                s.delete(job)
+
+    # -- trials --------------------------------------------------------------------
+    def save_round(self, job_id: str, owner: str, trials: Sequence[TrialRecord], round_: RoundRecord | None,
+                   strategy_state: bytes | None, *, hypervolume: float | None = None) -> None:
+        """Atomically persist a round: trials (bulk), the round summary, the strategy state."""
+        now = _now()
+        with self._session.begin() as s:
+            n_eval = sum(t.state != "unmeasured" for t in trials)
+            values = dict(heartbeat_at=now, updated_at=now, n_trials=Job.n_trials + len(trials),
+                          n_evaluations=Job.n_evaluations + n_eval, strategy_state=strategy_state)
+            if round_ is not None:
+                values["rounds"] = round_.round + 1
+                values["hypervolume"] = hypervolume
+            res = s.execute(update(Job).where(Job.id == job_id, Job.owner == owner).values(**values))
+            if res.rowcount != 1:
+                raise JobConflictError(f"job {job_id} is no longer owned by {owner}; not writing its trials")
+            self._insert_trials(s, trials, now)
+            if round_ is not None:
+                s.execute(insert(JobRound), [dict(round_.to_dict(), created_at=now)])
+
+    def _insert_trials(self, s: Session, trials: Sequence[TrialRecord], now: datetime) -> None:
+        if not trials:
+            return
+        archs = {t.arch_id: t.arch for t in trials}
+        rows = [dict(arch_id=a["arch_id"], space=a["space"], space_version=a["space_version"], params=a["params"],
+                     created_at=now) for a in archs.values()]
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        s.execute(dialect_insert(ArchitectureRow).on_conflict_do_nothing(index_elements=["arch_id"]), rows)
+        s.execute(insert(Trial), [
+            dict(job_id=t.job_id, number=t.number, round=t.round, arch_id=t.arch_id, state=t.state,
+                 values=t.values, metrics=t.metrics, constraints=t.constraints, feasible=t.feasible,
+                 source=t.source, sampler=t.sampler, error=t.error, duration_s=t.duration_s, created_at=now)
+            for t in trials])
+
+    def load_trials(self, job_id: str, *, states: Iterable[str] | None = None) -> list[TrialRecord]:
+        q = (select(Trial, ArchitectureRow).join(ArchitectureRow, Trial.arch_id == ArchitectureRow.arch_id)
+             .where(Trial.job_id == job_id).order_by(Trial.number))
+        if states is not None:
+            q = q.where(Trial.state.in_(list(states)))
+        with self._session() as s:
+            return [TrialRecord(job_id=t.job_id, number=t.number, round=t.round,
+                                arch={"space": a.space, "space_version": a.space_version, "params": a.params,
+                                      "arch_id": a.arch_id},
+                                state=t.state, values=t.values, metrics=t.metrics, constraints=t.constraints,
+                                feasible=t.feasible, source=t.source, sampler=t.sampler, error=t.error,
+                                duration_s=t.duration_s)
+                    for t, a in s.execute(q)]
+
+    def count_trials(self, job_id: str) -> int:
+        with self._session() as s:
+            return s.scalar(select(func.count()).select_from(Trial).where(Trial.job_id == job_id)) or 0
+
+    def load_rounds(self, job_id: str) -> list[RoundRecord]:
+        with self._session() as s:
+            return [RoundRecord(job_id=r.job_id, round=r.round, n_trials=r.n_trials, n_evaluations=r.n_evaluations,
+                                n_screened=r.n_screened, hypervolume=r.hypervolume, best=r.best, seconds=r.seconds,
+                                info=r.info)
+                    for r in s.scalars(select(JobRound).where(JobRound.job_id == job_id).order_by(JobRound.round))]
+
+    # -- logs ----------------------------------------------------------------------
+    def log(self, job_id: str, message: str, level: str = "info") -> None:
+        with self._session.begin() as s:
+            s.add(JobLog(job_id=job_id, level=level, message=message, created_at=_now()))
+
+    def logs(self, job_id: str) -> list[tuple[str, str]]:
+        with self._session() as s:
+            return [(r.level, r.message) for r in
+                    s.scalars(select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id))]
+
+    @staticmethod
+    def _record(j: Job) -> JobRecord:
+        return JobRecord(id=j.id, name=j.name, space=j.space, strategy=j.strategy, spec=j.spec, state=j.state,
+                         seed=j.seed, budget=j.budget, n_trials=j.n_trials, n_evaluations=j.n_evaluations,
+                         rounds=j.rounds, hypervolume=j.hypervolume, owner=j.owner, error=j.error,
+                         created_at=_aware(j.created_at), updated_at=_aware(j.updated_at),
+                         started_at=_aware(j.started_at), finished_at=_aware(j.finished_at),
+                         heartbeat_at=_aware(j.heartbeat_at), strategy_state=j.strategy_state)

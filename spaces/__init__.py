@@ -1,0 +1,26 @@
+"""Search spaces: the library users import.
+
+Public names: :class:`Architecture`, :class:`SearchSpace`, :class:`TabularSpace`,
+:func:`get_space`, :func:`list_spaces`, :func:`register_space`, the errors.
+"""
+
+from ._architecture import Architecture, canonical_json
+from ._base import Choice, ConfigOption, MetricInfo, SearchSpace, Suggest, TabularSpace, metric_key
+from ._data import ENV_VAR as DATA_ENV_VAR, data_dir, data_file
+from ._errors import (
+    DataNotFoundError,
+    InvalidArchitectureError,
+    InvalidConfigError,
+    SpacesError,
+    UnknownMetricError,
+    UnknownSpaceError,
+)
+from ._registry import get_space, list_spaces, register_space, space_class
+from ._suggest import RandomSuggest
+
+__all__ = [
+    "Architecture", "canonical_json", "Choice", "ConfigOption", "MetricInfo", "SearchSpace", "Suggest",
+    "TabularSpace", "metric_key", "DATA_ENV_VAR", "data_dir", "data_file", "DataNotFoundError",
+    "InvalidArchitectureError", "InvalidConfigError", "SpacesError", "UnknownMetricError", "UnknownSpaceError",
+    "get_space", "list_spaces", "register_space", "space_class", "RandomSuggest",
+]
