@@ -17,10 +17,6 @@ from ._base import Proposal, SearchContext, Strategy
 __all__ = ["OptunaStrategy", "RandomStrategy", "TPEStrategy", "NSGA2Strategy"]
 
 
-def _constraints(frozen) -> list[float]:
-    return list(frozen.user_attrs.get("constraints", []))
-
-
 class OptunaStrategy(Strategy):
     def _make_sampler(self, ctx: SearchContext, constrained: bool):
         raise NotImplementedError
@@ -70,9 +66,10 @@ class OptunaStrategy(Strategy):
 
         replay = []
         for trial, rec in zip(self._pending, trials):
-            if self.ctx.problem.constraints:
-                trial.set_user_attr("constraints", list(rec.constraints or []))
             if rec.state == "complete":
+                # Optuna's constraint convention (<= 0 satisfied), read by TPE and NSGA-II
+                for j, v in enumerate(rec.constraints or []):
+                    trial.set_constraint(f"c{j}", v)
                 self.study.tell(trial, self.ctx.problem.vector(rec.values))
             else:
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -111,7 +108,7 @@ class TPEStrategy(OptunaStrategy):
         # constant_liar: a batch asked at once must not collapse onto one point
         return optuna.samplers.TPESampler(
             seed=ctx.seed, n_startup_trials=self.params["n_startup_trials"], multivariate=self.params["multivariate"],
-            constant_liar=True, constraints_func=_constraints if constrained else None)
+            constant_liar=True)
 
 
 class NSGA2Strategy(OptunaStrategy):
@@ -123,5 +120,4 @@ class NSGA2Strategy(OptunaStrategy):
 
         return optuna.samplers.NSGAIISampler(
             seed=ctx.seed, population_size=self.params["population_size"],
-            mutation_prob=self.params["mutation_prob"], crossover_prob=self.params["crossover_prob"],
-            constraints_func=_constraints if constrained else None)
+            mutation_prob=self.params["mutation_prob"], crossover_prob=self.params["crossover_prob"])
