@@ -116,7 +116,6 @@ class RayTuneExecutor(Executor):
         if self._started:
             return
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(self.max_concurrent))
         try:

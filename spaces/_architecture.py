@@ -84,6 +84,12 @@ class Architecture:
     def from_json(cls, s: str) -> Architecture:
         return cls.from_dict(json.loads(s))
 
+    def __reduce__(self):  # params is a read-only mapping proxy, which pickle cannot handle itself
+        return (Architecture, (self.space, self.space_version, self.params_dict()))
+
+    def __deepcopy__(self, memo: dict) -> Architecture:
+        return self  # immutable
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Architecture) and other.arch_id == self.arch_id
 

@@ -78,14 +78,18 @@ class HWGPTSpace(TabularSpace):
             if k not in params:
                 raise InvalidArchitectureError(f"hwgpt-s: missing key {k!r}")
         for k, valid in (("embed_dim", EMBED), ("n_layer", LAYERS), ("bias", (False, True))):
-            if params[k] not in valid or isinstance(params[k], bool) != (k == "bias"):
+            want = bool if k == "bias" else int
+            if not isinstance(params[k], want) or (want is int and isinstance(params[k], bool)) \
+                    or params[k] not in valid:
                 raise InvalidArchitectureError(f"hwgpt-s: {k} is {params[k]!r}; valid: {', '.join(map(str, valid))}")
         n = params["n_layer"]
         for k, valid in (("n_head", HEADS), ("mlp_ratio", MLP)):
+            if not isinstance(params[k], (list, tuple)):
+                raise InvalidArchitectureError(f"hwgpt-s: {k} is {params[k]!r}; it needs a list of {n} values")
             v = list(params[k])
             if len(v) != n:
                 raise InvalidArchitectureError(f"hwgpt-s: {k} has {len(v)} entries; n_layer is {n}, so it needs {n}")
-            bad = [x for x in v if x not in valid]
+            bad = [x for x in v if not isinstance(x, int) or isinstance(x, bool) or x not in valid]
             if bad:
                 raise InvalidArchitectureError(f"hwgpt-s: {k} contains {bad[0]!r}; valid: {', '.join(map(str, valid))}")
         return {"embed_dim": params["embed_dim"], "n_layer": n, "n_head": list(params["n_head"]),
@@ -183,5 +187,5 @@ class HWGPTSpace(TabularSpace):
         columns = self._table()["columns"]
         if key not in columns:
             name, _, device = key.partition("@")
-            self.resolve_metric(name, device or None)
+            key = self.resolve_metric(name, device or None)  # raises with the valid choices
         return columns[key]

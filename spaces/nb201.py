@@ -90,7 +90,7 @@ class NB201Space(TabularSpace):
         for e in EDGES:
             if e not in params:
                 raise InvalidArchitectureError(f"nb201: missing edge {e!r}; every edge of {', '.join(EDGES)} needs an op")
-            if params[e] not in _OP_INDEX:
+            if not isinstance(params[e], str) or params[e] not in _OP_INDEX:
                 raise InvalidArchitectureError(f"nb201: edge {e!r} has op {params[e]!r}; valid: {', '.join(OPS)}")
         return self._arch({e: params[e] for e in EDGES})
 
@@ -150,8 +150,9 @@ class NB201Space(TabularSpace):
         columns = self._table()["columns"]
         if key not in columns:
             name, _, device = key.partition("@")
-            self.resolve_metric(name, device or None)  # raises with the valid choices
-            columns[key] = self._load_latency(device)
+            key = self.resolve_metric(name, device or None)  # raises with the valid choices
+            if key not in columns:
+                columns[key] = self._load_latency(key.partition("@")[2])
         return columns[key]
 
     @staticmethod

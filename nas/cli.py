@@ -1,0 +1,236 @@
+"""``nas``: the command line (search, spaces, jobs, show, db)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _fail(msg: str) -> int:
+    print(f"nas: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _store(args: argparse.Namespace):
+    from .storage import Store
+
+    return Store(args.db)
+
+
+# -- search ---------------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .engine import prepare_job, run_job
+    from .errors import JobConflictError, JobNotFoundError, SpecError
+    from .spec import load_spec
+
+    console = Console(stderr=True)
+    try:
+        spec = load_spec(args.spec)
+        if args.backend:
+            spec = spec.model_copy(update={"execution": spec.execution.model_copy(update={"backend": args.backend})})
+        job = prepare_job(spec)  # everything checked before the database is opened
+        store = _store(args)
+        if args.resume:
+            store.get_job(args.resume)
+    except (SpecError, JobNotFoundError) as e:
+        return _fail(str(e))
+
+    objectives = [o.key for o in job.problem.objectives]
+    with _progress_display(console, spec.budget.evaluations, objectives, quiet=args.quiet) as on_round:
+        try:
+            result = run_job(spec, store, resume=args.resume, progress=on_round,
+                             log=(lambda m: console.print(f"[dim]{m}[/dim]")) if not args.quiet else None)
+        except (SpecError, JobNotFoundError, JobConflictError) as e:
+            return _fail(str(e))
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted; continue with --resume[/yellow]")
+            return 130
+
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result.to_dict(), indent=2))
+    _print_result(result, console)
+    return 0
+
+
+class _progress_display:
+    """A live bar: evaluations done, best value per objective, hypervolume."""
+
+    def __init__(self, console, total: int, objectives: list[str], quiet: bool) -> None:
+        self.console, self.total, self.objectives, self.quiet = console, total, objectives, quiet
+
+    def __enter__(self):
+        if self.quiet:
+            return lambda p: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                            TimeElapsedColumn(), console=self.console, transient=False)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("search", total=self.total, info="")
+
+        def on_round(p) -> None:
+            best = "  ".join(f"{k}={v:.4g}" for k, v in p.best.items())
+            hv = f"HV={p.hypervolume:.4f}" if p.hypervolume is not None else "HV=-"
+            self.bar.update(self.task, completed=min(p.n_evaluations, self.total), info=f"{hv}  {best}")
+        return on_round
+
+    def __exit__(self, *exc) -> None:
+        if not self.quiet:
+            self.bar.__exit__(*exc)
+
+
+def _print_result(result, console) -> None:
+    from rich.table import Table
+
+    keys = [o["key"] for o in result.objectives]
+    table = Table(title=f"Pareto front of job {result.job_id} ({len(result.pareto)} of {len(result.trials)} trials)")
+    table.add_column("trial", justify="right")
+    table.add_column("arch_id")
+    for k, o in zip(keys, result.objectives):
+        table.add_column(f"{k} ({'max' if o['direction'] == 'maximize' else 'min'})", justify="right")
+    table.add_column("architecture")
+    order = sorted(result.pareto, key=lambda t: t.values[keys[0]])
+    for t in order:
+        params = json.dumps(t.arch["params"], separators=(",", ":"))
+        table.add_row(str(t.number), t.arch_id, *[f"{t.values[k]:.4g}" for k in keys],
+                      params if len(params) <= 90 else params[:87] + "...")
+    out = __import__("rich.console", fromlist=["Console"]).Console()
+    out.print(table)
+    hv = f"{result.hypervolume:.4f}" if result.hypervolume is not None else "-"
+    out.print(f"job {result.job_id}: {result.state}, hypervolume {hv}")
+    out.print(f"database: {result.database}")
+
+
+# -- spaces ---------------------------------------------------------------------
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from spaces import SpacesError, get_space, list_spaces
+
+    names = [args.name] if args.name else list_spaces()
+    try:
+        described = [get_space(n).describe() for n in names]
+    except SpacesError as e:
+        return _fail(f"space.name: {e}" if args.name else str(e))
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for d in described:
+        print(f"{d['name']} (version {d['version']})")
+        for k, o in d["config_options"].items():
+            print(f"  config {k}: {', '.join(map(str, o['values']))} (default {o['default']})")
+        for c in d["choices"]:
+            print(f"  choice {c['name']}: {', '.join(map(str, c['values']))}")
+        for k, m in d["metrics"].items():
+            devices = f" on {len(m['devices'])} devices: {', '.join(m['devices'])}" if m["devices"] else ""
+            print(f"  metric {k} [{m['unit'] or '-'}, {m['direction']}]{devices}")
+    return 0
+
+
+# -- jobs -----------------------------------------------------------------------
+def cmd_jobs(args: argparse.Namespace) -> int:
+    try:
+        jobs = _store(args).list_jobs(state=args.state, limit=args.limit, offset=args.offset)
+    except ValueError as e:
+        return _fail(str(e))
+    if args.json:
+        print(json.dumps([j.to_dict() for j in jobs], indent=2))
+        return 0
+    for j in jobs:
+        hv = f"{j.hypervolume:.4f}" if j.hypervolume is not None else "-"
+        print(f"{j.id}  {j.state:<9}  {j.space:<8}  {j.strategy:<16}  {j.n_evaluations:>5}/{j.budget:<5}  HV {hv}  "
+              f"{j.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .engine import _result, prepare_job
+    from .errors import JobNotFoundError, SpecError
+    from .spec import JobSpec
+
+    store = _store(args)
+    try:
+        record = store.get_job(args.job_id)
+        job = prepare_job(JobSpec.from_dict(record.spec))
+    except (JobNotFoundError, SpecError) as e:
+        return _fail(str(e))
+    result = _result(store, args.job_id, job.problem, job.space)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    from rich.console import Console
+
+    _print_result(result, Console(stderr=True))
+    for level, msg in store.logs(args.job_id):
+        print(f"[{level}] {msg}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.action == "upgrade":
+        store.upgrade()
+    print(f"{store.display_url()}: revision {store.current_revision()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nas", description="Neural architecture search service.")
+    p.add_argument("--db", default=None, help="database URL (default: $NAS_DATABASE_URL or a SQLite file "
+                   "under ~/.local/share/nas)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("search", help="run a search job from a YAML/JSON spec")
+    s.add_argument("spec", help="path of the job spec (YAML or JSON)")
+    s.add_argument("--resume", metavar="JOB_ID", help="continue an interrupted job")
+    s.add_argument("--json-out", metavar="FILE", help="write the trials and the Pareto front as JSON")
+    s.add_argument("--backend", choices=["ray", "inline"], help="override execution.backend of the spec")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("spaces", help="list the search spaces, their choices and metrics")
+    s.add_argument("name", nargs="?")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_spaces)
+
+    s = sub.add_parser("jobs", help="list jobs")
+    s.add_argument("--state", choices=["queued", "running", "completed", "failed", "cancelled"])
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--offset", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_jobs)
+
+    s = sub.add_parser("show", help="show a job's Pareto front and log")
+    s.add_argument("job_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("db", help="database migrations")
+    s.add_argument("action", choices=["upgrade", "current"])
+    s.set_defaults(func=cmd_db)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # Ray workers inherit it
+    args = build_parser().parse_args(argv)
+    from .errors import StorageError
+
+    try:
+        return int(args.func(args) or 0)
+    except StorageError as e:
+        return _fail(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
