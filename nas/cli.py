@@ -105,7 +105,11 @@ def _print_result(result, console) -> None:
         params = json.dumps(t.arch["params"], separators=(",", ":"))
         table.add_row(str(t.number), t.arch_id, *[f"{t.values[k]:.4g}" for k in keys],
                       params if len(params) <= 90 else params[:87] + "...")
-    out = __import__("rich.console", fromlist=["Console"]).Console()
+    from rich.console import Console
+
+    out = Console()
+    if not out.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        out = Console(width=200)
     out.print(table)
     hv = f"{result.hypervolume:.4f}" if result.hypervolume is not None else "-"
     out.print(f"job {result.job_id}: {result.state}, hypervolume {hv}")
