@@ -24,16 +24,17 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=bool)
     if p.shape[1] == 2:
+        # sweep in x order: a point survives if its y beats every y before it (or it
+        # duplicates the point just kept); vectorised because screening calls this a lot
         order = np.lexsort((p[:, 1], p[:, 0]))
+        xs, ys = p[order, 0], p[order, 1]
+        prev_min = np.concatenate(([np.inf], np.minimum.accumulate(ys)[:-1]))
+        keep = ys < prev_min
+        dup = np.flatnonzero((xs[1:] == xs[:-1]) & (ys[1:] == ys[:-1])) + 1
+        for i in dup:  # rare: exact duplicates of a kept point are kept too
+            keep[i] = keep[i - 1]
         mask = np.zeros(n, dtype=bool)
-        best = np.inf
-        last = None
-        for i in order:
-            x, y = p[i]
-            if y < best or (last is not None and x == last[0] and y == last[1]):
-                mask[i] = True
-                if y < best:
-                    best, last = y, (x, y)
+        mask[order] = keep
         return mask
     mask = np.ones(n, dtype=bool)
     for i in range(n):
@@ -113,3 +114,27 @@ def normalized_hypervolume(values: np.ndarray, directions: Sequence[str], lo: np
     norm = (pts - low) / span
     norm = norm[np.all(np.isfinite(norm), axis=1)]
     return _hv_min(norm, np.ones(pts.shape[1]))
+
+
+def hvi_2d(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Hypervolume improvement of each row of ``points`` over ``front`` (2-D minimisation), vectorised.
+
+    Works on any leading shape of ``points`` (..., 2): screening scores thousands of
+    candidates times Monte-Carlo samples at once.
+    """
+    f = np.asarray(front, dtype=np.float64).reshape(-1, 2)
+    f = f[np.all(f < ref, axis=1)]
+    if len(f):
+        f = f[pareto_mask(f)]
+        f = f[np.argsort(f[:, 0])]  # staircase: x ascending, y descending
+    p = np.minimum(np.asarray(points, dtype=np.float64), ref)
+    px, py = p[..., 0:1], p[..., 1:2]
+    box = (ref[0] - px[..., 0]) * (ref[1] - py[..., 0])
+    if len(f) == 0:
+        return box
+    # area of the front's dominated region clipped to the box [px, rx] x [py, ry]
+    cx = np.maximum(f[:, 0], px)  # (..., F), non-decreasing along F
+    cy = np.maximum(f[:, 1], py)  # non-increasing along F
+    nxt = np.concatenate([cx[..., 1:], np.broadcast_to(ref[0], cx[..., :1].shape)], axis=-1)
+    covered = np.sum((nxt - cx) * (ref[1] - cy), axis=-1)
+    return box - covered

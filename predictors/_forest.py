@@ -17,7 +17,7 @@ class ForestPredictor(RegressorMixin, BaseEstimator):
     predictor-guided strategy uses for its exploration half.
     """
 
-    def __init__(self, n_estimators: int = 100, min_samples_leaf: int = 1, max_features: float | str = 1.0,
+    def __init__(self, n_estimators: int = 100, min_samples_leaf: int = 1, max_features: float | str = 0.5,
                  random_state: int | None = None, n_jobs: int | None = None) -> None:
         self.n_estimators = n_estimators
         self.min_samples_leaf = min_samples_leaf
@@ -30,20 +30,29 @@ class ForestPredictor(RegressorMixin, BaseEstimator):
         if len(X) < 2:
             raise ValueError(f"X: got {len(X)} sample(s); fit needs at least 2")
         self.n_features_in_ = X.shape[1]
-        self.forest_ = RandomForestRegressor(
+        Y = y.reshape(len(y), -1)
+        self.n_outputs_ = Y.shape[1]
+        # one forest per output: a shared forest splits for the easiest column and starves the rest
+        self.forests_ = [RandomForestRegressor(
             n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf, max_features=self.max_features,
-            random_state=self.random_state, n_jobs=self.n_jobs).fit(X, y, sample_weight=sample_weight)
+            random_state=None if self.random_state is None else self.random_state + j,
+            n_jobs=self.n_jobs).fit(X, Y[:, j], sample_weight=sample_weight) for j in range(self.n_outputs_)]
+        self._single = y.ndim == 1
         return self
 
     def predict(self, X) -> np.ndarray:
-        check_is_fitted(self, "forest_")
-        return self.forest_.predict(validate_data(self, X, reset=False))
+        check_is_fitted(self, "forests_")
+        X = validate_data(self, X, reset=False)
+        out = np.stack([f.predict(X) for f in self.forests_], axis=1)
+        return out[:, 0] if self._single else out
 
     def predict_dist(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation over the trees, shape ``(n, n_outputs)``."""
-        check_is_fitted(self, "forest_")
-        X = validate_data(self, X, reset=False)
-        per_tree = np.stack([t.predict(X) for t in self.forest_.estimators_])
-        if per_tree.ndim == 2:
-            per_tree = per_tree[:, :, None]
-        return per_tree.mean(axis=0), per_tree.std(axis=0)
+        check_is_fitted(self, "forests_")
+        X = validate_data(self, X, reset=False).astype(np.float32)
+        means, stds = [], []
+        for f in self.forests_:
+            per_tree = np.stack([t.predict(X, check_input=False) for t in f.estimators_])
+            means.append(per_tree.mean(axis=0))
+            stds.append(per_tree.std(axis=0))
+        return np.stack(means, axis=1), np.stack(stds, axis=1)

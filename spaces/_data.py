@@ -15,9 +15,14 @@ _DEFAULT = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def data_dir() -> Path:
-    """``$NAS_BENCHMARK_DATA`` if set, else ``../shared/data`` beside the repository root."""
+    """``$NAS_BENCHMARK_DATA`` if set, else ``../shared/data`` beside the repository root
+    (or beside the working directory, for a non-editable install run from a checkout)."""
     env = os.environ.get(ENV_VAR)
-    return Path(env).expanduser() if env else _DEFAULT
+    if env:
+        return Path(env).expanduser()
+    if not _DEFAULT.is_dir() and (Path.cwd().parent / "shared" / "data").is_dir():
+        return Path.cwd().parent / "shared" / "data"
+    return _DEFAULT
 
 
 def data_file(*parts: str) -> Path:

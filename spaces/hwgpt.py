@@ -122,7 +122,11 @@ class HWGPTSpace(TabularSpace):
         return self.nearest({"embed_dim": embed, "n_layer": n, "n_head": heads, "mlp_ratio": mlp, "bias": bias})
 
     def encode(self, archs: Sequence[Architecture]) -> np.ndarray:
-        out = np.zeros((len(archs), 3 + 3 + 2 * MAX_LAYERS + 1), dtype=np.float32)
+        """One-hot width and depth, heads and MLP ratio per layer (0 past the last layer), bias,
+        then four summaries (width, depth, total heads, a parameter-count proxy) that tree
+        predictors need to see size from a few labels."""
+        base = 3 + 3 + 2 * MAX_LAYERS + 1
+        out = np.zeros((len(archs), base + 4), dtype=np.float32)
         for r, a in enumerate(archs):
             p = a.params
             out[r, EMBED.index(p["embed_dim"])] = 1.0
@@ -130,7 +134,10 @@ class HWGPTSpace(TabularSpace):
             n = p["n_layer"]
             out[r, 6:6 + n] = np.asarray(p["n_head"], dtype=np.float32) / 12.0
             out[r, 6 + MAX_LAYERS:6 + MAX_LAYERS + n] = np.asarray(p["mlp_ratio"], dtype=np.float32) / 4.0
-            out[r, -1] = float(p["bias"])
+            out[r, base - 1] = float(p["bias"])
+            d = p["embed_dim"]
+            out[r, base:] = (d / 768.0, n / 12.0, sum(p["n_head"]) / 144.0,
+                             sum(d * d * (4 + 2 * m) for m in p["mlp_ratio"]) / (12 * 768 * 768 * 12))
         return out
 
     def graph(self, arch: Architecture):

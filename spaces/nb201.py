@@ -46,6 +46,10 @@ _DATASET_COLUMNS = {
     "ImageNet16-120": "ImageNetTestAccuracy200Epochs",
 }
 N_ARCHS = 5 ** 6
+# input-to-output paths of the cell as edge positions in EDGES: 0->3, 0->1->3, 0->2->3, 0->1->2->3
+_PATHS = ([3], [0, 4], [1, 5], [0, 2, 5])
+_PATH_OFFSET = {1: 0, 2: 4, 3: 4 + 16}  # codes over the 4 non-zero ops, by path length
+_N_PATH_CODES = 4 + 16 + 64
 
 
 def arch_str(ops: Sequence[str]) -> str:
@@ -101,10 +105,30 @@ class NB201Space(TabularSpace):
         return np.array([[_OP_INDEX[a.params[e]] for e in EDGES] for a in archs], dtype=np.int64).reshape(-1, 6)
 
     def encode(self, archs: Sequence[Architecture]) -> np.ndarray:
+        """35 + 85 columns: one-hot op per edge (30); the count of each op over the cell (5);
+        the path encoding of BANANAS (84: which op sequences connect input to output); and
+        whether any such path exists (1).
+
+        The extra columns matter to tree predictors with a few dozen labels: latency is close
+        to a sum over ops (the counts), and a cell with no input-output path trains to chance
+        accuracy whatever its other edges hold (the paths), which one-hot columns hide.
+        """
         idx = self.op_indices(archs)
-        out = np.zeros((len(idx), len(EDGES) * len(OPS)), dtype=np.float32)
+        n_onehot = len(EDGES) * len(OPS)
+        out = np.zeros((len(idx), n_onehot + len(OPS) + _N_PATH_CODES + 1), dtype=np.float32)
         rows = np.repeat(np.arange(len(idx)), len(EDGES))
         out[rows, (np.arange(len(EDGES)) * len(OPS) + idx).ravel()] = 1.0
+        out[:, n_onehot:n_onehot + len(OPS)] = out[:, :n_onehot].reshape(len(idx), len(EDGES), len(OPS)).sum(axis=1)
+        base = n_onehot + len(OPS)
+        for path in _PATHS:
+            ops = idx[:, path]  # (n, len(path)); 0 is "none"
+            live = np.all(ops > 0, axis=1)
+            code = np.zeros(len(idx), dtype=np.int64)
+            for j in range(len(path)):
+                code = code * 4 + (ops[:, j] - 1)
+            col = base + _PATH_OFFSET[len(path)] + code
+            out[np.flatnonzero(live), col[live]] = 1.0
+        out[:, -1] = out[:, base:base + _N_PATH_CODES].any(axis=1)
         return out
 
     def graph(self, arch: Architecture):

@@ -441,13 +441,19 @@ class TestNB201:
     def test_encode_one_hot(self, nb201, ops_a, ops_b):
         a = nb201.from_params(dict(zip(EDGES, ops_a)))
         x = nb201.encode([a])
-        assert x.shape == (1, 30)
+        assert x.shape == (1, 30 + 5 + 84 + 1)
         row = x[0]
-        assert set(np.unique(row)) <= {0.0, 1.0}
-        assert row.sum() == 6
-        blocks = row.reshape(6, 5)
+        onehot = row[:30]
+        assert set(np.unique(onehot)) <= {0.0, 1.0}
+        assert onehot.sum() == 6
+        blocks = onehot.reshape(6, 5)
         assert (blocks.sum(axis=1) == 1).all()  # one op per edge
         assert [OPS[i] for i in blocks.argmax(axis=1)] == ops_a
+        assert list(row[30:35]) == [ops_a.count(op) for op in OPS]  # op counts
+        # paths input->output: 0->3, 0->1->3, 0->2->3, 0->1->2->3 (edge positions in EDGES)
+        live = [all(ops_a[e] != "none" for e in p) for p in ([3], [0, 4], [1, 5], [0, 2, 5])]
+        assert row[35:119].sum() == sum(live)
+        assert row[119] == float(any(live))
         assume(ops_a != ops_b)
         b = nb201.from_params(dict(zip(EDGES, ops_b)))
         assert a != b

@@ -1,0 +1,97 @@
+"""Shared fixtures: database URLs (SQLite and PostgreSQL) and a tiny job spec.
+
+PostgreSQL (DESIGN §8): the server at ``$NAS_TEST_POSTGRES_URL`` (default
+``postgresql+psycopg2://postgres@127.0.0.1:5432/postgres``) is shared by every run on the
+machine, so each test gets its own database ``nas_test_<uuid hex>``, created before and
+dropped after (``WITH (FORCE)``). When no server answers, the test is skipped with a reason
+that names the URL.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+POSTGRES_ENV_VAR = "NAS_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get(POSTGRES_ENV_VAR) or DEFAULT_POSTGRES_URL
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A SQLite file in the test's own temporary directory (not created yet)."""
+    return f"sqlite:///{tmp_path / 'nas.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped after the test.
+
+    Every engine that connects to it during the test is disposed before the drop, so
+    pooled connections of the code under test do not linger on the shared server.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Engine, make_url
+
+    admin_url = postgres_admin_url()
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True,
+                                 connect_args={"connect_timeout": 3})
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as e:  # no server, no driver, bad credentials: all "no PostgreSQL here"
+        pytest.skip(f"no PostgreSQL server answers at {make_url(admin_url).render_as_string(hide_password=True)} "
+                    f"(set {POSTGRES_ENV_VAR}): {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}")
+
+    name = f"nas_test_{uuid.uuid4().hex}"
+    url = make_url(admin_url).set(database=name)
+    engines: list[Engine] = []
+
+    def track(conn: sa.Connection) -> None:
+        if conn.engine.url.database == name and conn.engine not in engines:
+            engines.append(conn.engine)
+
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    sa.event.listen(Engine, "engine_connect", track)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        sa.event.remove(Engine, "engine_connect", track)
+        for engine in engines:
+            engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request) -> str:
+    """A database URL on each backend: a SQLite file, then a fresh PostgreSQL database."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def tiny_spec() -> dict[str, Any]:
+    """A small nb201 job: accuracy (max) and latency on raspi4 (min), inline, 30 evaluations.
+
+    A new dict per test: change it freely.
+    """
+    return {
+        "name": "tiny",
+        "space": {"name": "nb201"},
+        "objectives": [
+            {"name": "accuracy", "direction": "maximize"},
+            {"name": "latency_ms", "device": "raspi4", "direction": "minimize"},
+        ],
+        "budget": {"evaluations": 30},
+        "seed": 0,
+        "execution": {"backend": "inline"},
+    }

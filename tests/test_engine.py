@@ -1,0 +1,528 @@
+"""Tests of the search engine in process: ``run_job`` with every strategy, determinism and
+resume, the nn-Meter device (tables with unmeasured architectures), the errors of bad specs
+(nothing stored), and the Pareto/hypervolume helpers against Optuna's own.
+
+Every job here runs with the inline executor on a SQLite file under the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from optuna._hypervolume import compute_hypervolume
+from optuna.study._multi_objective import _fast_non_domination_rank, _is_pareto_front
+
+from nas import (JobConflictError, JobNotFoundError, JobResult, NasError, Progress, SpecError, load_spec,
+                 prepare_job, run_job)
+from nas.pareto import hypervolume, nondominated_rank, normalized_hypervolume, pareto_front, pareto_mask
+from nas.storage import Store, TrialRecord
+from nas.strategies import list_strategies
+
+STRATEGIES = list_strategies()
+NNMETER = "cortexA76cpu_tflite21"  # nn-Meter: 2,000 of 15,625 nb201 cells measured
+BUDGET = 30
+
+
+# -- specs ---------------------------------------------------------------------------
+def make_spec(strategy: str, space: str = "nb201", *, budget: int = BUDGET, seed: int = 0,
+              **params: Any) -> dict[str, Any]:
+    """nb201: accuracy x latency on raspi4 with latency <= 20 ms; hwgpt-s: perplexity x A100 latency."""
+    if space == "nb201":
+        objectives = [{"name": "accuracy", "direction": "maximize"},
+                      {"name": "latency_ms", "device": "raspi4", "direction": "minimize"}]
+        constraints = [{"name": "latency_ms", "device": "raspi4", "max": 20.0}]
+    elif space == "hwgpt-s":
+        objectives = [{"name": "perplexity", "direction": "minimize"},
+                      {"name": "latency_ms", "device": "a100", "direction": "minimize"}]
+        constraints = []
+    else:  # pragma: no cover - test helper misuse
+        raise ValueError(space)
+    return {"space": {"name": space}, "objectives": objectives, "constraints": constraints,
+            "strategy": {"name": strategy, **params}, "budget": {"evaluations": budget}, "seed": seed,
+            "execution": {"backend": "inline"}}
+
+
+def nnmeter_spec(strategy: str, budget: int = BUDGET) -> dict[str, Any]:
+    return {"space": {"name": "nb201"},
+            "objectives": [{"name": "accuracy"}, {"name": "latency_ms", "device": NNMETER}],
+            "strategy": {"name": strategy}, "budget": {"evaluations": budget}, "seed": 0,
+            "execution": {"backend": "inline"}}
+
+
+def arch_ids(result: JobResult) -> list[str]:
+    return [t.arch_id for t in result.trials]
+
+
+def is_cached(t: TrialRecord) -> bool:
+    return bool((t.source or {}).get("cached"))
+
+
+def measured(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """Trials that spent budget: real evaluations (not re-used, not 'not measured')."""
+    return [t for t in trials if not is_cached(t) and t.state != "unmeasured"]
+
+
+def as_min(values: list[dict[str, float]], objectives: list[dict[str, str]]) -> np.ndarray:
+    return np.array([[v[o["key"]] * (-1.0 if o["direction"] == "maximize" else 1.0) for o in objectives]
+                     for v in values], dtype=np.float64).reshape(len(values), len(objectives))
+
+
+def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(a <= b) and np.any(a < b))
+
+
+def job_rows(store: Store) -> tuple[int, int, int]:
+    with store.engine.connect() as conn:
+        return tuple(conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar_one()
+                     for t in ("jobs", "trials", "job_rounds"))
+
+
+@pytest.fixture(scope="module")
+def module_store(tmp_path_factory) -> Store:
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('engine') / 'nas.db'}")
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'nas.db'}")
+    yield s
+    s.dispose()
+
+
+@pytest.fixture(scope="module")
+def baseline(module_store) -> Callable[..., tuple[JobResult, list[Progress]]]:
+    """Uninterrupted runs, computed once per (strategy, space, seed, budget) and shared."""
+    cache: dict[tuple, tuple[JobResult, list[Progress]]] = {}
+
+    def get(strategy: str, space: str, seed: int = 0, budget: int = BUDGET) -> tuple[JobResult, list[Progress]]:
+        key = (strategy, space, seed, budget)
+        if key not in cache:
+            seen: list[Progress] = []
+            result = run_job(make_spec(strategy, space, seed=seed, budget=budget), module_store,
+                             progress=seen.append)
+            cache[key] = (result, seen)
+        return cache[key]
+    return get
+
+
+# -- every strategy on both tabular spaces -----------------------------------------
+@pytest.mark.parametrize("space", ["nb201", "hwgpt-s"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_completes_with_budget(strategy, space, baseline, module_store):
+    result, progress = baseline(strategy, space)
+    assert result.state == "completed"
+    assert module_store.get_job(result.job_id).state == "completed"
+    # the budget counts real evaluations; re-proposed architectures are re-used for free
+    assert len(measured(result.trials)) == BUDGET
+    assert progress[-1].n_evaluations == BUDGET and progress[-1].budget == BUDGET
+    assert progress[-1].n_trials == len(result.trials)
+    assert [p.round for p in progress] == list(range(len(progress)))
+    assert [t.number for t in result.trials] == list(range(len(result.trials)))
+    assert {t.state for t in result.trials} <= {"complete"}  # both tables measure every arch on these metrics
+    assert all(t.source and t.source["strategy"] == strategy for t in result.trials)
+    # every re-used trial repeats an architecture measured earlier in the job
+    first_seen: dict[str, int] = {}
+    for t in result.trials:
+        if is_cached(t):
+            assert t.arch_id in first_seen
+            assert t.values == result.trials[first_seen[t.arch_id]].values
+        else:
+            assert t.arch_id not in first_seen, f"arch {t.arch_id} measured twice"
+            first_seen[t.arch_id] = t.number
+    rounds = module_store.load_rounds(result.job_id)
+    assert [r.round for r in rounds] == list(range(len(rounds)))
+    assert rounds[-1].n_evaluations == BUDGET and rounds[-1].n_trials == len(result.trials)
+
+
+@pytest.mark.parametrize("space", ["nb201", "hwgpt-s"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_pareto_is_feasible_and_non_dominated(strategy, space, baseline):
+    result, _ = baseline(strategy, space)
+    assert result.pareto, "a completed job with feasible trials has a front"
+    objectives = result.objectives
+    assert [o["key"] for o in objectives] == (["accuracy", "latency_ms@raspi4"] if space == "nb201"
+                                              else ["perplexity", "latency_ms@a100"])
+    for t in result.pareto:
+        assert t.state == "complete" and t.feasible
+        if space == "nb201":
+            assert t.values["latency_ms@raspi4"] <= 20.0
+            assert t.constraints is not None and all(c <= 0 for c in t.constraints)
+    front = as_min([t.values for t in result.pareto], objectives)
+    for i in range(len(front)):
+        for j in range(len(front)):
+            assert not dominates(front[i], front[j]), (result.pareto[i].number, result.pareto[j].number)
+    # ... and no feasible trial of the job dominates a front member; every undominated one is on it
+    feasible = [t for t in result.trials if t.state == "complete" and t.feasible]
+    feas = as_min([t.values for t in feasible], objectives)
+    pareto_ids = {t.arch_id for t in result.pareto}
+    assert len(pareto_ids) == len(result.pareto)
+    for t, v in zip(feasible, feas):
+        undominated = not any(dominates(w, v) for w in feas)
+        assert (t.arch_id in pareto_ids) == undominated
+
+
+@pytest.mark.parametrize("space", ["nb201", "hwgpt-s"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_same_seed_same_proposals_other_seed_different(strategy, space, baseline, module_store):
+    first, _ = baseline(strategy, space)
+    again = run_job(make_spec(strategy, space), module_store)
+    assert again.job_id != first.job_id
+    assert arch_ids(again) == arch_ids(first)
+    other, _ = baseline(strategy, space, seed=1)
+    assert arch_ids(other) != arch_ids(first)
+
+
+# -- resume ----------------------------------------------------------------------------
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(round_: int) -> Callable[[Progress], None]:
+    def on_round(p: Progress) -> None:
+        if p.round == round_:
+            raise Interrupt(f"stopped after round {p.round}")
+    return on_round
+
+
+@pytest.mark.parametrize("space", ["nb201", "hwgpt-s"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_resume_after_interrupt_matches_uninterrupted_run(strategy, space, baseline, store):
+    budget = 40  # four rounds of 10: the interruption after round 2 leaves work to do
+    full, _ = baseline(strategy, space, budget=budget)
+    spec = make_spec(strategy, space, budget=budget)
+    with pytest.raises(Interrupt):
+        run_job(spec, store, progress=interrupt_at(2))
+    (job,) = store.list_jobs()
+    assert job.state == "failed" and "Interrupt" in (job.error or "")
+    assert [r.round for r in store.load_rounds(job.id)] == [0, 1, 2]
+    stored = store.load_trials(job.id)
+    assert 0 < len(stored) < len(full.trials)
+    assert [t.arch_id for t in stored] == arch_ids(full)[:len(stored)]
+
+    resumed = run_job(spec, store, resume=job.id)
+    assert resumed.job_id == job.id and resumed.state == "completed"
+    assert arch_ids(resumed) == arch_ids(full)
+    assert [t.number for t in resumed.trials] == list(range(len(resumed.trials)))
+    assert len(measured(resumed.trials)) == budget
+    assert [r.round for r in store.load_rounds(job.id)] == list(range(len(store.load_rounds(job.id))))
+    assert [t.values for t in resumed.trials] == [t.values for t in full.trials]
+    assert len(store.list_jobs()) == 1  # resumed in place, no second job
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_resume_twice_and_resume_of_completed_job(strategy, baseline, store):
+    full, _ = baseline(strategy, "nb201", budget=40)
+    spec = make_spec(strategy, "nb201", budget=40)
+    with pytest.raises(Interrupt):
+        run_job(spec, store, progress=interrupt_at(0))
+    (job,) = store.list_jobs()
+    with pytest.raises(Interrupt):  # round numbers continue across a resume
+        run_job(spec, store, resume=job.id, progress=interrupt_at(2))
+    assert [r.round for r in store.load_rounds(job.id)] == [0, 1, 2]
+    resumed = run_job(spec, store, resume=job.id)
+    assert arch_ids(resumed) == arch_ids(full)
+    n = len(resumed.trials)
+    again = run_job(spec, store, resume=job.id)  # nothing left to do: same result, nothing written
+    assert again.state == "completed" and arch_ids(again) == arch_ids(full)
+    assert store.count_trials(job.id) == n
+
+
+def test_resume_refuses_a_job_with_a_live_writer(store):
+    spec = make_spec("random", budget=10)
+    job = prepare_job(spec)
+    record = store.create_job(job.spec.model_dump(mode="json", exclude_none=True), space="nb201",
+                              strategy="random", seed=0, budget=10, state="running",
+                              owner=f"{socket.gethostname()}:{os.getpid()}:abcdef")
+    with pytest.raises(JobConflictError):
+        run_job(spec, store, resume=record.id)
+    assert store.count_trials(record.id) == 0
+    assert store.get_job(record.id).owner == record.owner
+
+
+# -- predictor-guided and the nn-Meter device -------------------------------------
+def test_predictor_guided_records_predictor_and_labels(baseline):
+    result, _ = baseline("predictor-guided", "nb201", budget=40)
+    init, batch = 10, 10  # the strategy's defaults
+    assert len(set(arch_ids(result))) == len(result.trials), "an arch was proposed twice"
+    assert not any(is_cached(t) for t in result.trials)
+    for t in result.trials:
+        src = t.source
+        labels_before = sum(1 for u in result.trials if u.number < t.number - t.number % batch
+                            and u.state == "complete")
+        assert src["labels"] == labels_before
+        assert src["round"] == t.round
+        if labels_before < init:
+            assert src["pick"] == "random-init" and "predictor" not in src
+        else:
+            assert src["predictor"] == "rf"
+            assert src["pick"] in ("exploit", "explore")
+            assert src["screened"] > batch  # screened a large pool, evaluated a few
+            assert set(src["predicted"]) == {"accuracy", "latency_ms@raspi4"}
+    assert any("predictor" in t.source for t in result.trials)
+
+
+def test_predictor_guided_on_nnmeter_device_spends_the_full_budget(store):
+    result = run_job(nnmeter_spec("predictor-guided"), store)
+    assert result.state == "completed"
+    # it screens only what the table measured: every proposal is a real evaluation
+    assert Counter(t.state for t in result.trials) == {"complete": BUDGET}
+    assert len(measured(result.trials)) == BUDGET
+    assert len(set(arch_ids(result))) == BUDGET
+    assert all(np.isfinite(t.values[f"latency_ms@{NNMETER}"]) for t in result.trials)
+
+
+def test_random_on_nnmeter_device_stores_unmeasured_trials_outside_the_budget(store):
+    seen: list[Progress] = []
+    result = run_job(nnmeter_spec("random"), store, progress=seen.append)
+    assert result.state == "completed"
+    states = Counter(t.state for t in result.trials)
+    assert states["unmeasured"] > 0  # 13,625 of 15,625 cells have no nn-Meter latency
+    assert set(states) <= {"complete", "unmeasured"}
+    unmeasured = [t for t in result.trials if t.state == "unmeasured"]
+    assert all(t.values is None and not t.feasible and NNMETER in (t.error or "") for t in unmeasured)
+    assert all("accuracy" in t.metrics for t in unmeasured)  # what the table has is kept
+    fresh_complete = [t for t in result.trials if t.state == "complete" and not is_cached(t)]
+    assert len(fresh_complete) == BUDGET
+    assert seen[-1].n_evaluations == BUDGET and seen[-1].n_trials == len(result.trials)
+    assert [t.number for t in result.trials] == list(range(len(result.trials)))
+    assert all(t.state == "complete" for t in result.pareto)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: Store.save_round counts re-used (cached) trials as evaluations, "
+                   "so jobs.n_evaluations (shown by `nas jobs`) exceeds the budget whenever a strategy "
+                   "re-proposes an architecture; the engine's own count (rounds, Progress) excludes them")
+@pytest.mark.parametrize("strategy", ["random", "nsga2"])
+def test_job_record_counts_only_real_evaluations(strategy, store):
+    result = run_job(make_spec(strategy, "hwgpt-s" if strategy == "random" else "nb201"), store)
+    assert any(is_cached(t) for t in result.trials)  # the precondition of the bug
+    job = store.get_job(result.job_id)
+    assert store.load_rounds(job.id)[-1].n_evaluations == BUDGET
+    assert job.n_evaluations == BUDGET
+
+
+@pytest.mark.parametrize("example", ["nb201-raspi4.yaml", "hwgpt-a100.yaml"])
+def test_examples_run(example, store):
+    spec = load_spec(Path(__file__).parent.parent / "examples" / example)
+    spec = spec.model_copy(update={"execution": spec.execution.model_copy(update={"backend": "inline"}),
+                                   "budget": spec.budget.model_copy(update={"evaluations": 20})})
+    result = run_job(spec, store)
+    assert result.state == "completed" and result.pareto
+    assert len(measured(result.trials)) == 20
+
+
+# -- bad specs: an error naming field, given and valid, and nothing stored ---------
+def _mod(f: Callable[[dict], Any]) -> dict[str, Any]:
+    spec = make_spec("random", budget=10)
+    f(spec)
+    return spec
+
+
+BAD_SPECS = {
+    # case: (spec, field, given (as shown), what is valid (substrings))
+    "unknown space": (_mod(lambda s: s["space"].update(name="nope")), "space.name", "'nope'",
+                      ["nb201", "hwgpt-s"]),
+    "unknown dataset": (_mod(lambda s: s["space"].update(dataset="mnist")), "space.dataset", "'mnist'",
+                        ["cifar10", "cifar100", "ImageNet16-120"]),
+    "unknown space config key": (_mod(lambda s: s["space"].update(depth=3)), "space.depth", "3", ["dataset"]),
+    "unknown objective": (_mod(lambda s: s["objectives"].__setitem__(0, {"name": "acc"})),
+                          "objectives[0].name", "'acc'", ["accuracy", "latency_ms"]),
+    "unknown device": (_mod(lambda s: s["objectives"][1].update(device="toaster")),
+                       "objectives[1].device", "'toaster'", ["raspi4", NNMETER, "pixel3"]),
+    "objective without device": (_mod(lambda s: s["objectives"][1].pop("device")),
+                                 "objectives[1].device", "None", ["raspi4"]),
+    "unknown constraint metric": (_mod(lambda s: s["constraints"][0].update(name="flops", device=None)),
+                                  "constraints[0].name", "'flops'", ["accuracy", "latency_ms"]),
+    "unknown constraint device": (_mod(lambda s: s["constraints"][0].update(device="toaster")),
+                                  "constraints[0].device", "'toaster'", ["raspi4"]),
+    "unknown strategy": (_mod(lambda s: s["strategy"].update(name="hill-climb")), "strategy.name",
+                         "'hill-climb'", STRATEGIES),
+    "unknown strategy parameter": (_mod(lambda s: s["strategy"].update(population_size=8)),
+                                   "strategy.population_size", "8", ["batch_size"]),
+    "unknown parameter of nsga2": (_mod(lambda s: s["strategy"].update(name="nsga2", popsize=8)),
+                                   "strategy.popsize", "8", ["population_size", "crossover_prob"]),
+    "unknown predictor": (_mod(lambda s: s["strategy"].update(name="predictor-guided", predictor="svm")),
+                          "strategy.predictor", "'svm'", ["rf"]),
+    "batch size 0": (_mod(lambda s: s["strategy"].update(batch_size=0)), "strategy.batch_size", "0", [">= 1"]),
+    "budget 0": (_mod(lambda s: s["budget"].update(evaluations=0)), "budget.evaluations", "0",
+                 ["greater than 0"]),
+    "budget -5": (_mod(lambda s: s["budget"].update(evaluations=-5)), "budget.evaluations", "-5",
+                  ["greater than 0"]),
+    "missing objectives": (_mod(lambda s: s.pop("objectives")), "objectives", "None", ["missing"]),
+    "empty objectives": (_mod(lambda s: s.update(objectives=[])), "objectives", "[]", ["at least 1"]),
+    "missing budget": (_mod(lambda s: s.pop("budget")), "budget", "None", ["missing"]),
+    "unknown top-level key": (_mod(lambda s: s.update(budjet=3)), "budjet", "'budjet'",
+                              ["budget", "objectives", "space"]),
+    "bad direction": (_mod(lambda s: s["objectives"][0].update(direction="up")), "objectives.0.direction",
+                      "'up'", ["minimize", "maximize"]),
+    "unknown backend": (_mod(lambda s: s["execution"].update(backend="slurm")), "execution.backend",
+                        "'slurm'", ["ray", "inline"]),
+    "infeasible constraint": (_mod(lambda s: s["constraints"][0].update(max=0.0001)), "constraints[0]",
+                              "latency_ms@raspi4 <= 0.0001", ["ranges from"]),
+    "jointly infeasible constraints": (
+        _mod(lambda s: s.update(constraints=[{"name": "latency_ms", "device": "raspi4", "max": 5.0},
+                                             {"name": "accuracy", "min": 93.0}])),
+        "constraints", "latency_ms@raspi4 <= 5.0; 93.0 <= accuracy", ["at least one architecture"]),
+    "constraint without bounds": (_mod(lambda s: s["constraints"][0].pop("max")), "constraints.0", "",
+                                  ["min", "max"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+def test_bad_spec_names_field_given_and_valid_and_stores_nothing(case, store):
+    spec, field, given, valid = BAD_SPECS[case]
+    with pytest.raises(SpecError) as prepared:
+        prepare_job(copy.deepcopy(spec))
+    with pytest.raises(SpecError) as ran:
+        run_job(copy.deepcopy(spec), store)
+    for e in (prepared.value, ran.value):
+        msg = str(e)
+        assert e.field == field
+        assert msg.startswith(f"{field}: got ")
+        assert given in msg
+        for v in valid:
+            assert v in msg, f"{v!r} not in {msg!r}"
+        assert "\n" not in msg
+        assert isinstance(e, NasError) and isinstance(e, ValueError)
+    assert store.list_jobs() == []
+    assert job_rows(store) == (0, 0, 0)
+
+
+def test_jointly_infeasible_constraints_are_each_feasible_alone(store):
+    spec, *_ = BAD_SPECS["jointly infeasible constraints"]
+    for c in spec["constraints"]:
+        prepare_job({**spec, "constraints": [c]})  # no error: only the pair is impossible
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: prepare_job calls dict(spec) before JobSpec.from_dict, so a spec "
+                   "that is not a mapping raises a bare ValueError instead of SpecError('spec', ...)")
+def test_spec_that_is_not_a_mapping(store):
+    with pytest.raises(SpecError) as e:
+        run_job(["space", "nb201"], store)  # type: ignore[arg-type]
+    assert e.value.field == "spec"
+    assert job_rows(store) == (0, 0, 0)
+
+
+def test_resume_of_unknown_job_stores_nothing(store):
+    with pytest.raises(JobNotFoundError) as e:
+        run_job(make_spec("random", budget=10), store, resume="0123456789ab")
+    assert str(e.value).startswith("job_id: got '0123456789ab'")
+    assert job_rows(store) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("change,field", [
+    (lambda s: s.update(seed=3), "seed"),
+    (lambda s: s["budget"].update(evaluations=11), "budget.evaluations"),
+    (lambda s: s["strategy"].update(name="tpe"), "strategy.name"),
+    (lambda s: s["objectives"][1].update(device="pixel3"), "objectives[1].device"),
+])
+def test_resume_with_a_different_spec_is_refused_and_changes_nothing(change, field, store):
+    spec = make_spec("random", budget=20)
+    with pytest.raises(Interrupt):
+        run_job(spec, store, progress=interrupt_at(0))
+    (job,) = store.list_jobs()
+    before = (job_rows(store), store.load_trials(job.id), store.get_job(job.id))
+    other = copy.deepcopy(spec)
+    change(other)
+    with pytest.raises(SpecError) as e:
+        run_job(other, store, resume=job.id)
+    assert e.value.field == field
+    assert str(e.value).startswith(f"{field}: got ")
+    assert job.id in str(e.value)
+    assert (job_rows(store), store.load_trials(job.id), store.get_job(job.id)) == before
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the --resume spec-mismatch error says \"got 'a different spec'\" "
+                   "instead of the value given and the job's own value")
+def test_resume_with_a_different_spec_shows_both_values(store):
+    spec = make_spec("random", budget=20)
+    with pytest.raises(Interrupt):
+        run_job(spec, store, progress=interrupt_at(0))
+    (job,) = store.list_jobs()
+    with pytest.raises(SpecError) as e:
+        run_job({**spec, "seed": 3}, store, resume=job.id)
+    assert "got 3" in str(e.value) and "0" in str(e.value).partition("valid:")[2]
+
+
+# -- Pareto front and hypervolume against Optuna -----------------------------------
+def random_points(rng: np.random.Generator, n: int, m: int, kind: str) -> np.ndarray:
+    if kind == "grid":  # ties and exact duplicates
+        return rng.integers(0, 5, size=(n, m)).astype(np.float64)
+    if kind == "front":  # mutually non-dominated points on a simplex-like surface
+        x = rng.random((n, m))
+        return x / x.sum(axis=1, keepdims=True)
+    return rng.random((n, m))
+
+
+@pytest.mark.parametrize("kind", ["uniform", "grid", "front"])
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_pareto_mask_and_hypervolume_match_optuna(m, kind):
+    rng = np.random.default_rng(100 * m + len(kind))
+    for n in [1, 2, 3, 5, 8, 13, 21, 40, 60] * 3:
+        p = random_points(rng, n, m, kind)
+        ours = pareto_mask(p)
+        assert ours.tolist() == _is_pareto_front(p, assume_unique_lexsorted=False).tolist()
+        brute = [not any(dominates(q, x) for q in p) for x in p]
+        assert ours.tolist() == brute
+        ref = p.max(axis=0) + rng.random(m) + 0.1
+        expected = compute_hypervolume(p, ref)
+        assert hypervolume(p, ref, ["minimize"] * m) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        # mixed directions: maximised columns mirror through zero
+        dirs = [("maximize" if j % 2 == 0 else "minimize") for j in range(m)]
+        sign = np.array([-1.0 if d == "maximize" else 1.0 for d in dirs])
+        assert hypervolume(p * sign, ref * sign, dirs) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert sorted(pareto_front(p * sign, dirs).tolist()) == np.flatnonzero(ours).tolist()
+        # ranks: peeling fronts agrees with Optuna's fast non-dominated sort
+        assert nondominated_rank(p).tolist() == _fast_non_domination_rank(p).tolist()
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_hypervolume_ignores_points_beyond_the_reference(m):
+    rng = np.random.default_rng(m)
+    for _ in range(20):
+        p = rng.random((30, m))
+        ref = np.full(m, 0.7)
+        inside = p[np.all(p < ref, axis=1)]
+        expected = compute_hypervolume(inside, ref) if len(inside) else 0.0
+        assert hypervolume(p, ref, ["minimize"] * m) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_normalized_hypervolume_is_hypervolume_of_the_unit_box(m):
+    rng = np.random.default_rng(10 + m)
+    dirs = ["maximize"] + ["minimize"] * (m - 1)
+    for _ in range(20):
+        v = rng.random((25, m)) * np.arange(1, m + 1) * 10
+        lo, hi = v.min(axis=0), v.max(axis=0)
+        sign = np.array([-1.0] + [1.0] * (m - 1))
+        mins = v * sign
+        low, high = np.minimum(lo * sign, hi * sign), np.maximum(lo * sign, hi * sign)
+        unit = (mins - low) / (high - low)
+        expected = compute_hypervolume(unit[np.all(unit < 1, axis=1)], np.ones(m)) \
+            if np.any(np.all(unit < 1, axis=1)) else 0.0
+        # lo/hi are "best" and "worst" per objective in its own sign, as the engine passes them
+        best = np.where(sign < 0, hi, lo)
+        worst = np.where(sign < 0, lo, hi)
+        got = normalized_hypervolume(v, dirs, best, worst)
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert 0.0 <= got <= 1.0
+
+
+def test_pareto_helpers_edge_cases():
+    assert pareto_front(np.zeros((0, 2)), ["minimize", "minimize"]).tolist() == []
+    assert hypervolume(np.zeros((0, 3)), [1, 1, 1], ["minimize"] * 3) == 0.0
+    same = np.array([[1.0, 2.0], [1.0, 2.0], [2.0, 3.0]])
+    assert pareto_mask(same).tolist() == [True, True, False]  # duplicates are all kept
+    assert hypervolume(np.array([[np.nan, 1.0], [0.5, 0.5]]), [1, 1], ["minimize"] * 2) == pytest.approx(0.25)
+    assert hypervolume(np.array([[0.5, 2.0]]), [1, 1], ["maximize", "maximize"]) == 0.0  # worse than ref
+    assert hypervolume(np.array([[2.0, 3.0]]), [1, 1], ["maximize", "maximize"]) == pytest.approx(2.0)
