@@ -30,8 +30,8 @@ def _store(args: argparse.Namespace):
 def cmd_search(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .engine import prepare_job, run_job
-    from .errors import JobConflictError, JobNotFoundError, SpecError
+    from .engine import check_resume, prepare_job, run_job
+    from .errors import EvaluationError, JobConflictError, JobNotFoundError, SpecError
     from .spec import load_spec
 
     console = Console(stderr=True)
@@ -42,7 +42,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         job = prepare_job(spec)  # everything checked before the database is opened
         store = _store(args)
         if args.resume:
-            store.get_job(args.resume)
+            check_resume(job.spec, store, args.resume)
     except (SpecError, JobNotFoundError) as e:
         return _fail(str(e))
 
@@ -51,7 +51,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         try:
             result = run_job(spec, store, resume=args.resume, progress=on_round,
                              log=(lambda m: console.print(f"[dim]{m}[/dim]")) if not args.quiet else None)
-        except (SpecError, JobNotFoundError, JobConflictError) as e:
+        except (SpecError, JobNotFoundError, JobConflictError, EvaluationError) as e:
+            on_round.close()
             return _fail(str(e))
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; continue with --resume[/yellow]")
@@ -71,7 +72,9 @@ class _progress_display:
 
     def __enter__(self):
         if self.quiet:
-            return lambda p: None
+            quiet = lambda p: None  # noqa: E731
+            quiet.close = lambda: None
+            return quiet
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -83,6 +86,12 @@ class _progress_display:
             best = "  ".join(f"{k}={v:.4g}" for k, v in p.best.items())
             hv = f"HV={p.hypervolume:.4f}" if p.hypervolume is not None else "HV=-"
             self.bar.update(self.task, completed=min(p.n_evaluations, self.total), info=f"{hv}  {best}")
+
+        def close() -> None:  # an error ends the run: drop the bar so the error stays one line
+            self.bar.update(self.task, visible=False)
+            self.bar.stop()
+            self.quiet = True
+        on_round.close = close
         return on_round
 
     def __exit__(self, *exc) -> None:

@@ -83,7 +83,7 @@ class PreparedJob:
 def prepare_job(spec: JobSpec | Mapping[str, Any]) -> PreparedJob:
     """Validate a spec fully (space, dataset, objectives, devices, strategy, constraints)."""
     if not isinstance(spec, JobSpec):
-        spec = JobSpec.from_dict(dict(spec))
+        spec = JobSpec.from_dict(spec)
     try:
         space = get_space(spec.space.name, **spec.space.config)
     except UnknownSpaceError as e:
@@ -97,9 +97,23 @@ def prepare_job(spec: JobSpec | Mapping[str, Any]) -> PreparedJob:
     except SpacesError as e:
         raise SpecError("space", spec.space.name, "", reason=str(e)) from None
     strategy = get_strategy(spec.strategy.name, **spec.strategy.params)
-    if len(problem.objectives) > 1 and strategy.name == "tpe" and False:  # pragma: no cover
-        pass
     return PreparedJob(spec, space, problem, strategy)
+
+
+def check_resume(spec: JobSpec, store: Store, job_id: str):
+    """The job to resume, if ``spec`` is the one it was created with (``execution`` may differ:
+    where evaluations run does not change what the job is)."""
+    record = store.get_job(job_id)
+    stored = JobSpec.from_dict(record.spec).model_dump(mode="json")
+    given = spec.model_dump(mode="json")
+    stored.pop("execution", None)
+    given.pop("execution", None)
+    diff = _first_difference(stored, given)
+    if diff is not None:
+        path, was, now = diff
+        raise SpecError(path, now, f"{was!r}, the value job {job_id} was created with",
+                        reason="--resume needs the job's own spec")
+    return record
 
 
 def _owner() -> str:
@@ -118,7 +132,7 @@ def _owner_alive(owner: str | None, heartbeat: datetime | None) -> bool:
             return False
         except PermissionError:
             return True
-        return int(pid) != os.getpid() or True
+        return True
     return heartbeat is not None and datetime.now(timezone.utc) - heartbeat < STALE_AFTER
 
 
@@ -135,12 +149,7 @@ def run_job(spec: JobSpec | Mapping[str, Any], store: Store | None = None, *, re
     store = store or Store()
     owner = _owner()
     if resume is not None:
-        record = store.get_job(resume)
-        stored = JobSpec.from_dict(record.spec)
-        if stored.to_json() != spec.to_json():
-            diff = _first_difference(stored.model_dump(mode="json"), spec.model_dump(mode="json"))
-            raise SpecError(diff or "spec", "a different spec", f"the spec job {resume} was created with",
-                            reason="--resume needs the job's own spec")
+        record = check_resume(spec, store, resume)
         if record.state == "completed":
             return _result(store, record.id, job.problem, job.space)
         alive = record.state == "running" and record.owner and _owner_alive(record.owner, record.heartbeat_at)
@@ -190,7 +199,7 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
         if t.state != "fail":
             known.setdefault(t.arch_id, t)
     n_trials = len(history)
-    n_eval = sum(1 for t in history if not (t.source or {}).get("cached") and t.state != "unmeasured")
+    n_eval = sum(t.counts_as_evaluation for t in history)
     rnd = rounds[-1].round + 1 if rounds else 0
     if history:
         job_log(f"resuming at round {rnd} with {n_trials} trials ({n_eval} evaluations) already stored")
@@ -216,8 +225,7 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
                 metrics, error, duration = prev.metrics, prev.error, 0.0
                 source["cached"] = True
             trial = _make_trial(job_id, n_trials + i, rnd, p.arch, problem, metrics, error, duration, source)
-            if not source.get("cached") and trial.state != "unmeasured":
-                new_evals += 1
+            new_evals += trial.counts_as_evaluation
             trials.append(trial)
         replay = strategy.tell(proposals, trials)
         trials = [t if rep is None else TrialRecord(**{**t.to_dict(), "sampler": rep}) for t, rep in zip(trials, replay)]
@@ -298,7 +306,8 @@ def _result(store: Store, job_id: str, problem: Problem, space: SearchSpace) -> 
                      objectives=[{"key": o.key, "direction": o.direction} for o in problem.objectives])
 
 
-def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+def _first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """``(path, a's value, b's value)`` at the first place two JSON values differ, else None."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
@@ -311,4 +320,4 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
             if d:
                 return d
         return None
-    return None if a == b else (path or "spec")
+    return None if a == b else (path or "spec", a, b)

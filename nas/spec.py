@@ -129,13 +129,27 @@ def load_spec(path: str | Path) -> JobSpec:
 
 def _spec_error(e: ValidationError, data: dict) -> SpecError:
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-    field = loc or "spec"
+    field = ""
+    for p in err["loc"]:
+        if isinstance(p, int):
+            field += f"[{p}]"
+        elif not str(p).startswith("function-after"):
+            field += f".{p}" if field else str(p)
+    field = field or "spec"
     given = err.get("input", None)
     kind = err["type"]
+    ctx = err.get("ctx", {})
     msg = err["msg"].removeprefix("Value error, ")
     if kind == "missing":
-        return SpecError(field, None, "", reason="required field is missing")
+        return SpecError(field, None, "a value (this field is required)", reason="missing")
+    bounds = {"greater_than": "greater than {gt}", "greater_than_equal": "at least {ge}", "less_than": "less than {lt}",
+              "less_than_equal": "at most {le}"}
+    if kind in bounds:
+        return SpecError(field, given, "a number " + bounds[kind].format(**ctx))
+    if kind == "too_short":
+        return SpecError(field, given, f"a list of at least {ctx.get('min_length')} item(s)")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return SpecError(field, given, msg.lower().removeprefix("input should be "))
     if kind == "extra_forbidden":
         parent = err["loc"][:-1]
         model = JobSpec

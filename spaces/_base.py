@@ -188,6 +188,12 @@ class SearchSpace(abc.ABC):
 
 
 def _rebuild(cls: type[SearchSpace], config: dict[str, Any]) -> SearchSpace:
+    # through the registry's instance cache, so a worker that unpickles the same space for
+    # every trial loads its tables once per process, not once per trial
+    from ._registry import _REGISTRY, get_space
+
+    if _REGISTRY.get(cls.name) is cls:
+        return get_space(cls.name, **config)
     return cls(**config)
 
 

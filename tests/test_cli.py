@@ -238,9 +238,6 @@ def test_resume_with_a_different_spec_exits_2_and_changes_nothing(db, tmp_path):
     assert job["state"] == "completed" and job["n_evaluations"] == 20
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: without --quiet, a SpecError raised inside run_job (resume with a "
-                   "different spec) is printed while the progress bar is open, so stderr gets the bar as a "
-                   "second line after `nas: error: ...`")
 def test_resume_with_a_different_spec_prints_one_line_with_the_bar_on(db, tmp_path):
     _, job_id = _interrupted_job(db, tmp_path)
     other = write_spec(tmp_path / "other.yaml", nb201_spec(budget=20, seed=3, execution={"backend": "inline"}))

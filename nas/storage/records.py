@@ -42,6 +42,11 @@ class TrialRecord:
     def arch_id(self) -> str:
         return self.arch["arch_id"]
 
+    @property
+    def counts_as_evaluation(self) -> bool:
+        """A real measurement was spent on it: not re-used from an earlier trial, not unmeasured."""
+        return self.state != "unmeasured" and not (self.source or {}).get("cached", False)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -64,6 +69,10 @@ class RoundRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RoundRecord:
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -95,3 +104,11 @@ class JobRecord:
         for k in ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at"):
             d[k] = _iso(d[k])
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobRecord:
+        d = dict(d)
+        for k in ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at"):
+            if d.get(k) is not None:
+                d[k] = datetime.fromisoformat(d[k])
+        return cls(**d)

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import JobConflictError, JobNotFoundError, StorageError
@@ -182,7 +182,7 @@ class Store:
         """Atomically persist a round: trials (bulk), the round summary, the strategy state."""
         now = _now()
         with self._session.begin() as s:
-            n_eval = sum(t.state != "unmeasured" for t in trials)
+            n_eval = sum(t.counts_as_evaluation for t in trials)
             values = dict(heartbeat_at=now, updated_at=now, n_trials=Job.n_trials + len(trials),
                           n_evaluations=Job.n_evaluations + n_eval, strategy_state=strategy_state)
             if round_ is not None:
@@ -191,9 +191,13 @@ class Store:
             res = s.execute(update(Job).where(Job.id == job_id, Job.owner == owner).values(**values))
             if res.rowcount != 1:
                 raise JobConflictError(f"job {job_id} is no longer owned by {owner}; not writing its trials")
-            self._insert_trials(s, trials, now)
-            if round_ is not None:
-                s.execute(insert(JobRound), [dict(round_.to_dict(), created_at=now)])
+            try:
+                self._insert_trials(s, trials, now)
+                if round_ is not None:
+                    s.execute(insert(JobRound), [dict(round_.to_dict(), created_at=now)])
+            except IntegrityError as e:  # the transaction rolls back: nothing of the round is written
+                raise StorageError(f"job {job_id}: round not saved, a trial number or round already exists "
+                                   f"({type(e.orig).__name__})") from e
 
     def _insert_trials(self, s: Session, trials: Sequence[TrialRecord], now: datetime) -> None:
         if not trials:
