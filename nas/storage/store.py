@@ -209,7 +209,10 @@ class Store:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        s.execute(dialect_insert(ArchitectureRow).on_conflict_do_nothing(index_elements=["arch_id"]), rows)
+        # one multi-row statement per chunk: an executemany of ON CONFLICT runs row by row on psycopg2
+        for i in range(0, len(rows), 1000):
+            s.execute(dialect_insert(ArchitectureRow).values(rows[i:i + 1000])
+                      .on_conflict_do_nothing(index_elements=["arch_id"]))
         s.execute(insert(Trial), [
             dict(job_id=t.job_id, number=t.number, round=t.round, arch_id=t.arch_id, state=t.state,
                  values=t.values, metrics=t.metrics, constraints=t.constraints, feasible=t.feasible,

@@ -30,7 +30,7 @@ __all__ = ["PredictorGuidedStrategy"]
 class PredictorGuidedStrategy(Strategy):
     name = "predictor-guided"
     defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "rf", "n_estimators": 100,
-                "explore_fraction": 0.5, "kappa": 2.0, "selection": "layers", "transform": "auto"}
+                "explore_fraction": 0.5, "kappa": 2.0, "selection": "layers", "transform": "auto", "compare": "predicted"}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -179,7 +179,14 @@ class PredictorGuidedStrategy(Strategy):
         pool = np.flatnonzero(ok) if ok.any() else np.arange(len(cands))
 
         feasible_lab = np.array([t.feasible for t in self.labelled])
-        front = Z[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
+        if self.params["compare"] == "predicted":
+            # candidates are compared with what the same forest says of the labelled archs:
+            # both sides shrink toward the mean alike, so a candidate is not written off
+            # only because a measured value is sharper than any prediction can be
+            lab_mean, _ = model.predict_dist(X_lab)
+            front = lab_mean[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
+        else:
+            front = Z[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
         ref = np.full(m, 1.1)
         n_explore = int(round(n * float(self.params["explore_fraction"])))
         chosen: list[tuple[int, str]] = []
