@@ -121,7 +121,10 @@ def _print_result(result, console) -> None:
         out = Console(width=200)
     out.print(table)
     hv = f"{result.hypervolume:.4f}" if result.hypervolume is not None else "-"
-    out.print(f"job {result.job_id}: {result.state}, hypervolume {hv}")
+    spent = f"{result.n_evaluations}/{result.budget} evaluations"
+    if result.n_evaluations < result.budget:
+        spent += " (budget not spent: see `nas show` for why)"
+    out.print(f"job {result.job_id}: {result.state}, {spent}, hypervolume {hv}")
     out.print(f"database: {result.database}")
 
 
@@ -237,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # Ray workers inherit it
     args = build_parser().parse_args(argv)
+    try:
+        import optuna, pydantic, sqlalchemy, yaml  # noqa: F401,E401 - the [search] extra
+    except ImportError as e:
+        return _fail(f"the nas command needs the search extra ({e.name} is missing): pip install 'nas-service[search]'")
     from .errors import StorageError
 
     try:

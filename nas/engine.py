@@ -60,12 +60,15 @@ class JobResult:
     hypervolume: float | None
     database: str
     objectives: list[dict[str, str]] = field(default_factory=list)
+    n_evaluations: int = 0
+    budget: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         def trial(t: TrialRecord) -> dict[str, Any]:
             return {"number": t.number, "arch": t.arch, "values": t.values, "state": t.state,
                     "feasible": t.feasible, "source": t.source}
         return {"job_id": self.job_id, "state": self.state, "database": self.database,
+                "n_evaluations": self.n_evaluations, "budget": self.budget,
                 "objectives": self.objectives, "hypervolume": self.hypervolume,
                 "trials": [trial(t) for t in self.trials], "pareto": [trial(t) for t in self.pareto]}
 
@@ -248,8 +251,11 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
         rnd += 1
         idle = 0 if new_evals else idle + 1
         if idle >= MAX_IDLE_ROUNDS:
-            job_log(f"{MAX_IDLE_ROUNDS} rounds in a row proposed only architectures already evaluated; stopping")
+            job_log(f"{MAX_IDLE_ROUNDS} rounds in a row brought no new measurement (every proposal was already "
+                    "evaluated or cannot be measured); stopping", "warning")
             break
+    if n_eval < budget:
+        job_log(f"budget not spent: {n_eval} of {budget} evaluations", "warning")
 
 
 def _make_trial(job_id: str, number: int, rnd: int, arch: Architecture, problem: Problem,
@@ -303,7 +309,8 @@ def _result(store: Store, job_id: str, problem: Problem, space: SearchSpace) -> 
     trials = store.load_trials(job_id)
     return JobResult(job_id=job_id, state=record.state, trials=trials, pareto=_front(trials, problem),
                      hypervolume=record.hypervolume, database=store.display_url(),
-                     objectives=[{"key": o.key, "direction": o.direction} for o in problem.objectives])
+                     objectives=[{"key": o.key, "direction": o.direction} for o in problem.objectives],
+                     n_evaluations=sum(t.counts_as_evaluation for t in trials), budget=record.budget)
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:

@@ -25,8 +25,8 @@ class SpecError(NasError, ValueError):
 class JobNotFoundError(NasError, LookupError):
     def __init__(self, job_id: str, where: str = "") -> None:
         self.job_id = job_id
-        super().__init__(f"job_id: got {job_id!r}; no such job{f' in {where}' if where else ''} "
-                         "(`nas jobs` lists the jobs)")
+        super().__init__(f"job_id: got {job_id!r} (no such job{f' in {where}' if where else ''}); "
+                         "valid: an id listed by `nas jobs`")
 
 
 class JobConflictError(NasError):

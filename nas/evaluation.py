@@ -117,6 +117,9 @@ class RayTuneExecutor(Executor):
             return
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        # Tune swallows Ctrl-C by default (it stops the experiment and returns): let it reach
+        # the engine, which marks the job cancelled and leaves it resumable
+        os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(self.max_concurrent))
         try:
             import ray
@@ -154,6 +157,8 @@ class RayTuneExecutor(Executor):
         grid = tuner.fit()
         out: list[EvalResult | None] = [None] * len(archs)
         for result in grid:
+            if not result.config or "index" not in result.config:
+                continue  # a trial Tune never started: reported below as not run
             i = result.config["index"]
             if result.error is not None or "metrics_json" not in (result.metrics or {}):
                 err = result.error

@@ -79,7 +79,7 @@ class JobSpec(_Frozen):
     constraints: list[ConstraintSpec] = Field(default_factory=list)
     strategy: StrategySpec = StrategySpec(name="predictor-guided")
     budget: BudgetSpec
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     execution: ExecutionSpec = ExecutionSpec()
     name: str | None = None
 

@@ -519,3 +519,56 @@ def test_pareto_helpers_edge_cases():
     assert hypervolume(np.array([[np.nan, 1.0], [0.5, 0.5]]), [1, 1], ["minimize"] * 2) == pytest.approx(0.25)
     assert hypervolume(np.array([[0.5, 2.0]]), [1, 1], ["maximize", "maximize"]) == 0.0  # worse than ref
     assert hypervolume(np.array([[2.0, 3.0]]), [1, 1], ["maximize", "maximize"]) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("strategy, params, field, valid", [
+    ("nsga2", {"population_size": 1}, "strategy.population_size", ">= 2"),
+    ("nsga2", {"mutation_prob": 5}, "strategy.mutation_prob", "between 0.0 and 1.0"),
+    ("nsga2", {"crossover_prob": -1}, "strategy.crossover_prob", "between 0.0 and 1.0"),
+    ("tpe", {"n_startup_trials": -1}, "strategy.n_startup_trials", ">= 0"),
+    ("tpe", {"multivariate": "maybe"}, "strategy.multivariate", "true or false"),
+    ("predictor-guided", {"kappa": -5}, "strategy.kappa", ">= 1.0"),
+    ("predictor-guided", {"transform": "log"}, "strategy.transform", "auto, linear, quantile"),
+    ("random", {"batch_size": 0}, "strategy.batch_size", ">= 1"),
+])
+def test_bad_strategy_parameters_are_spec_errors(store, strategy, params, field, valid):
+    with pytest.raises(SpecError) as e:
+        run_job(make_spec(strategy, **params), store)
+    assert str(e.value).startswith(f"{field}: got ") and valid in str(e.value)
+    assert store.list_jobs() == []
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_seed_out_of_range_is_a_spec_error(store, seed):
+    with pytest.raises(SpecError, match=r"^seed: got"):
+        run_job(make_spec("random", seed=seed), store)
+    assert store.list_jobs() == []
+
+
+def test_unspent_budget_is_reported(store, monkeypatch):
+    """A strategy that only re-proposes what is measured spends no budget; the job stops and says so."""
+    import nas.engine
+    import nas.strategies as strategies
+    from nas.strategies import Proposal, Strategy
+
+    class Stuck(Strategy):
+        name = "stuck"
+
+        def start(self, ctx, history, state):
+            self.arch = ctx.space.enumerate()[0]
+
+        def propose(self, n):
+            return [Proposal(self.arch, {"strategy": self.name})]
+
+        def tell(self, proposals, trials):
+            return [None] * len(trials)
+
+        def get_state(self):
+            return b""
+
+    monkeypatch.setattr(nas.engine, "MAX_IDLE_ROUNDS", 3)
+    monkeypatch.setitem(strategies._REGISTRY, "stuck", Stuck)
+    result = run_job(make_spec("stuck", budget=5), store)
+    assert result.state == "completed" and (result.n_evaluations, result.budget) == (1, 5)
+    assert len(result.trials) == 4 and sum(bool((t.source or {}).get("cached")) for t in result.trials) == 3
+    assert any("budget not spent: 1 of 5" in m for _, m in store.logs(result.job_id))

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import JobConflictError, JobNotFoundError, StorageError
@@ -71,6 +71,9 @@ class Store:
 
     @staticmethod
     def _make_engine(url: str, echo: bool) -> Engine:
+        if url.startswith(("postgresql://", "postgres://")):
+            # SQLAlchemy 2.1 defaults to psycopg 3; we ship psycopg2
+            url = "postgresql+psycopg2://" + url.split("://", 1)[1]
         if url.startswith("sqlite"):
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
@@ -78,7 +81,11 @@ class Store:
             engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
-        return create_engine(url, echo=echo, pool_pre_ping=True)
+        try:
+            return create_engine(url, echo=echo, pool_pre_ping=True)
+        except (ArgumentError, ImportError) as e:
+            raise StorageError(f"database URL {url!r} is not usable ({e}); use e.g. sqlite:///path/nas.db or "
+                               "postgresql://user@host:5432/db") from e
 
     @property
     def dialect(self) -> str:
@@ -105,7 +112,8 @@ class Store:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
         except OperationalError as e:
-            raise StorageError(f"cannot open or migrate the database {self.display_url()}: {e.orig}") from e
+            reason = str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else type(e.orig).__name__
+            raise StorageError(f"cannot open or migrate the database {self.display_url()}: {reason}") from e
 
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext

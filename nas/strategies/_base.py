@@ -16,6 +16,28 @@ from ..storage.records import TrialRecord
 __all__ = ["Proposal", "SearchContext", "Strategy"]
 
 
+def _check_param(key: str, value: Any, kind: Any, lo: float | None = None, hi: float | None = None) -> None:
+    field = f"strategy.{key}"
+    if isinstance(kind, tuple):
+        if value not in kind:
+            raise SpecError(field, value, ", ".join(map(str, kind)))
+        return
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise SpecError(field, value, "true or false")
+        return
+    if kind == "float?" and value is None:
+        return
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int" and not (numeric and float(value).is_integer()):
+        raise SpecError(field, value, "an integer" + (f" >= {lo}" if lo is not None else ""))
+    if not numeric:
+        raise SpecError(field, value, "a number")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f"between {lo} and {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+        raise SpecError(field, value, f"{'an integer' if kind == 'int' else 'a number'} {rng}")
+
+
 @dataclass(frozen=True)
 class Proposal:
     """One candidate to evaluate, with where it came from (stored with the trial)."""
@@ -53,6 +75,9 @@ class Strategy(abc.ABC):
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {"batch_size": 10}
+    # parameter -> (kind, min, max); kind is "int", "float", "bool", "float?" (None allowed) or
+    # a tuple of allowed values. Checked at construction, i.e. before a job row exists.
+    rules: ClassVar[dict[str, tuple]] = {}
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -60,9 +85,8 @@ class Strategy(abc.ABC):
             raise SpecError(f"strategy.{unknown[0]}", params[unknown[0]],
                             f"parameters of {self.name}: {', '.join(self.defaults)}", reason="unknown parameter")
         self.params = {**self.defaults, **params}
-        bs = self.params["batch_size"]
-        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
-            raise SpecError("strategy.batch_size", bs, "an integer >= 1")
+        for key, rule in {"batch_size": ("int", 1, None), **self.rules}.items():
+            _check_param(key, self.params[key], *rule)
 
     @property
     def batch_size(self) -> int:

@@ -101,6 +101,7 @@ class RandomStrategy(OptunaStrategy):
 class TPEStrategy(OptunaStrategy):
     name = "tpe"
     defaults = {"batch_size": 10, "n_startup_trials": 10, "multivariate": True}
+    rules = {"n_startup_trials": ("int", 0, None), "multivariate": ("bool",)}
 
     def _make_sampler(self, ctx, constrained):
         import optuna
@@ -114,6 +115,8 @@ class TPEStrategy(OptunaStrategy):
 class NSGA2Strategy(OptunaStrategy):
     name = "nsga2"
     defaults = {"batch_size": 10, "population_size": 20, "mutation_prob": None, "crossover_prob": 0.9}
+    rules = {"population_size": ("int", 2, None), "mutation_prob": ("float?", 0.0, 1.0),
+             "crossover_prob": ("float", 0.0, 1.0)}
 
     def _make_sampler(self, ctx, constrained):
         import optuna

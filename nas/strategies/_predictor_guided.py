@@ -32,21 +32,17 @@ class PredictorGuidedStrategy(Strategy):
     defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "rf", "n_estimators": 100,
                 "explore_fraction": 0.5, "kappa": 2.0, "selection": "layers", "transform": "auto", "compare": "predicted"}
 
+    rules = {"init": ("int", 1, None), "candidates": ("int", 1, None), "n_estimators": ("int", 1, None),
+             "explore_fraction": ("float", 0.0, 1.0), "kappa": ("float", 1.0, None),
+             "transform": (("auto", "linear", "quantile"),), "selection": (("layers", "ehvi"),),
+             "compare": (("predicted", "measured"),)}
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         from predictors import list_predictors
 
         if self.params["predictor"] not in list_predictors():
             raise SpecError("strategy.predictor", self.params["predictor"], ", ".join(list_predictors()))
-        if self.params["transform"] not in ("auto", "linear", "quantile"):
-            raise SpecError("strategy.transform", self.params["transform"], "auto, linear, quantile")
-        if self.params["selection"] not in ("layers", "ehvi"):
-            raise SpecError("strategy.selection", self.params["selection"], "layers, ehvi")
-        if not 0.0 <= float(self.params["explore_fraction"]) <= 1.0:
-            raise SpecError("strategy.explore_fraction", self.params["explore_fraction"], "a number in [0, 1]")
-        for key in ("init", "candidates", "n_estimators"):
-            if not isinstance(self.params[key], int) or self.params[key] < 1:
-                raise SpecError(f"strategy.{key}", self.params[key], "an integer >= 1")
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self, ctx: SearchContext, history: Sequence[TrialRecord], state: bytes | None) -> None:
