@@ -154,7 +154,7 @@ class RayTuneExecutor(Executor):
             run_config=tune.RunConfig(storage_path=self._tmp.name, verbose=0, log_to_file=False,
                                       failure_config=tune.FailureConfig(max_failures=self.max_retries)),
         )
-        grid = tuner.fit()
+        grid = self._fit_interruptibly(tuner)
         out: list[EvalResult | None] = [None] * len(archs)
         for result in grid:
             if not result.config or "index" not in result.config:
@@ -167,6 +167,34 @@ class RayTuneExecutor(Executor):
                 out[i] = EvalResult(json.loads(result.metrics["metrics_json"]), None,
                                     float(result.metrics.get("eval_seconds", 0.0)))
         return [r if r is not None else EvalResult(None, "trial did not run", 0.0) for r in out]
+
+    @staticmethod
+    def _fit_interruptibly(tuner):
+        """``tuner.fit()``, but Ctrl-C always ends in ``KeyboardInterrupt``.
+
+        Tune may catch the interrupt and return a partial result; a partial batch must not
+        be stored as failed trials, so the flag set here turns it back into an interrupt
+        (the round is then not saved, and ``--resume`` proposes it again).
+        """
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return tuner.fit()
+        interrupted: list[bool] = []
+
+        def on_sigint(signum, frame):
+            interrupted.append(True)
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            grid = tuner.fit()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            raise KeyboardInterrupt
+        return grid
 
     def close(self) -> None:
         self._tmp.cleanup()
