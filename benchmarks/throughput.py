@@ -482,8 +482,9 @@ def render(results: dict[str, Any]) -> str:
                              f"| {b['errors_or_mismatches']} |")
             lines += ["", f"One-off, excluded above: ray.init {_fmt(r['ray_init_s'])} s; first Tune experiment "
                       f"(2 trials) {_fmt(r['first_experiment_warmup_s'])} s. In-evaluator time on Ray is the "
-                      "worker's `EvalResult.duration_s` (each Tune trial unpickles the evaluator and its space, "
-                      "whose tables then load again); the table-free column is Tune's own per-trial cost.", ""]
+                      "worker's `EvalResult.duration_s` (each Tune trial unpickles the evaluator; its space comes "
+                      "from the worker's registry cache, so tables load once per worker); the table-free column "
+                      "is Tune's own per-trial cost.", ""]
     return "\n".join(lines)
 
 
