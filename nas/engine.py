@@ -158,11 +158,21 @@ def run_job(spec: JobSpec | Mapping[str, Any], store: Store | None = None, *, re
         alive = record.state == "running" and record.owner and _owner_alive(record.owner, record.heartbeat_at)
         if alive:
             raise JobConflictError(f"job {resume} is still being run by {record.owner}")
-        record = store.claim_job(resume, owner, steal_from=record.owner)
-    else:
-        record = store.create_job(spec.model_dump(mode="json", exclude_none=True), space=spec.space.name,
-                                  strategy=spec.strategy.name, seed=spec.seed, budget=spec.budget.evaluations,
-                                  name=spec.name, state="running", owner=owner)
+    own_executor = executor is None
+    executor = executor or make_executor(spec.execution.backend, spec.execution.max_concurrent,
+                                         spec.execution.max_retries)
+    try:
+        executor.start()  # an unreachable Ray cluster fails here, before any row is written
+        if resume is not None:
+            record = store.claim_job(resume, owner, steal_from=record.owner)
+        else:
+            record = store.create_job(spec.model_dump(mode="json", exclude_none=True), space=spec.space.name,
+                                      strategy=spec.strategy.name, seed=spec.seed, budget=spec.budget.evaluations,
+                                      name=spec.name, state="running", owner=owner)
+    except BaseException:
+        if own_executor:
+            executor.close()
+        raise
     job_id = record.id
 
     def job_log(msg: str, level: str = "info") -> None:
@@ -170,9 +180,6 @@ def run_job(spec: JobSpec | Mapping[str, Any], store: Store | None = None, *, re
         if log:
             log(msg)
 
-    own_executor = executor is None
-    executor = executor or make_executor(spec.execution.backend, spec.execution.max_concurrent,
-                                         spec.execution.max_retries)
     try:
         _loop(job, store, job_id, owner, record.strategy_state, executor, progress, job_log)
     except BaseException as e:

@@ -77,6 +77,9 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, evaluator: Evaluator, archs: Sequence[Architecture]) -> list[EvalResult]: ...
 
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect to whatever runs the evaluations; raises ``EvaluationError`` if it cannot."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -111,6 +114,9 @@ class RayTuneExecutor(Executor):
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
         self._started = False
         self._tmp = tempfile.TemporaryDirectory(prefix="nas-tune-")
+
+    def start(self) -> None:
+        self._ensure_ray()
 
     def _ensure_ray(self) -> None:
         if self._started:
