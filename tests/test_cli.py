@@ -324,3 +324,45 @@ def test_search_on_local_ray(db, tmp_path):
     store.dispose()
     assert [t.number for t in trials] == list(range(20))
     assert all(t.state == "complete" and t.duration_s is not None for t in trials)
+
+
+@pytest.mark.ray
+def test_ctrl_c_on_ray_cancels_and_resume_finishes_exactly(db, tmp_path):
+    """SIGINT during a Ray Tune batch: exit 130, job cancelled, no batch stored as failed;
+    --resume (inline) then gives the trials of an uninterrupted run."""
+    budget = 60
+    ray_spec = write_spec(tmp_path / "ray.yaml", nb201_spec("predictor-guided", budget=budget))
+    inline_spec = write_spec(tmp_path / "inline.yaml", nb201_spec("predictor-guided", budget=budget,
+                                                                 execution={"backend": "inline"}))
+    store = Store(db)
+    child = subprocess.Popen([NAS, "search", str(ray_spec), "--quiet"], env=nas_env(db),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and child.poll() is None:
+            listed = store.list_jobs()
+            if listed and store.load_rounds(listed[0].id):
+                break
+            time.sleep(0.1)
+        assert child.poll() is None, "the job ended before it could be interrupted"
+        time.sleep(1.0)  # into the next Tune batch
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, err
+    (job,) = store.list_jobs()
+    assert job.state == "cancelled"
+    assert all(t.state == "complete" for t in store.load_trials(job.id))
+
+    # execution may differ on resume: where evaluations run does not change the job
+    p = run_nas(db, "search", str(inline_spec), "--resume", job.id, "--quiet", timeout=120)
+    assert p.returncode == 0, p.stderr
+    reference = tmp_path / "reference.json"
+    p = run_nas(f"sqlite:///{tmp_path / 'ref.db'}", "search", str(inline_spec), "--quiet", "--json-out",
+                str(reference), timeout=120)
+    assert p.returncode == 0, p.stderr
+    expected = [t["arch"]["arch_id"] for t in json.loads(reference.read_text())["trials"]]
+    assert [t.arch_id for t in store.load_trials(job.id)] == expected
