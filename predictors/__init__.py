@@ -36,9 +36,10 @@ def get_predictor(name: str, **params: Any):
 
 
 def _register_builtins() -> None:
-    from ._forest import ForestPredictor
+    from ._forest import ForestPredictor, RidgeForestPredictor
 
     register_predictor("rf", ForestPredictor)
+    register_predictor("ridge-rf", RidgeForestPredictor)
 
 
 _register_builtins()

@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 
-__all__ = ["ForestPredictor"]
+__all__ = ["ForestPredictor", "RidgeForestPredictor"]
 
 
 class ForestPredictor(RegressorMixin, BaseEstimator):
@@ -18,7 +18,8 @@ class ForestPredictor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, n_estimators: int = 100, min_samples_leaf: int = 1, max_features: float | str = 0.5,
-                 random_state: int | None = None, n_jobs: int | None = None) -> None:
+                 random_state: int | None = None, n_jobs: int | None = None, linear_base: bool = False) -> None:
+        self.linear_base = linear_base
         self.n_estimators = n_estimators
         self.min_samples_leaf = min_samples_leaf
         self.max_features = max_features
@@ -30,8 +31,15 @@ class ForestPredictor(RegressorMixin, BaseEstimator):
         if len(X) < 2:
             raise ValueError(f"X: got {len(X)} sample(s); fit needs at least 2")
         self.n_features_in_ = X.shape[1]
-        Y = y.reshape(len(y), -1)
+        Y = y.reshape(len(y), -1).astype(np.float64)
         self.n_outputs_ = Y.shape[1]
+        if self.linear_base:
+            # a ridge fit first, the forest on its residuals: trees read additive structure
+            # (latency ~ a sum over ops and layers) from few labels badly, a linear model well
+            from sklearn.linear_model import RidgeCV
+
+            self.linear_ = RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(X, Y, sample_weight=sample_weight)
+            Y = Y - self.linear_.predict(X).reshape(Y.shape)
         # one forest per output: a shared forest splits for the easiest column and starves the rest
         self.forests_ = [RandomForestRegressor(
             n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf, max_features=self.max_features,
@@ -43,8 +51,11 @@ class ForestPredictor(RegressorMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "forests_")
         X = validate_data(self, X, reset=False)
-        out = np.stack([f.predict(X) for f in self.forests_], axis=1)
+        out = np.stack([f.predict(X) for f in self.forests_], axis=1) + self._base(X)
         return out[:, 0] if self._single else out
+
+    def _base(self, X) -> np.ndarray | float:
+        return self.linear_.predict(X).reshape(len(X), -1) if self.linear_base else 0.0
 
     def predict_dist(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation over the trees, shape ``(n, n_outputs)``."""
@@ -55,4 +66,13 @@ class ForestPredictor(RegressorMixin, BaseEstimator):
             per_tree = np.stack([t.predict(X, check_input=False) for t in f.estimators_])
             means.append(per_tree.mean(axis=0))
             stds.append(per_tree.std(axis=0))
-        return np.stack(means, axis=1), np.stack(stds, axis=1)
+        return np.stack(means, axis=1) + self._base(X), np.stack(stds, axis=1)
+
+
+class RidgeForestPredictor(ForestPredictor):
+    """``ridge-rf``: ridge regression plus a random forest on its residuals (the spread is the forest's)."""
+
+    def __init__(self, n_estimators: int = 100, min_samples_leaf: int = 1, max_features: float | str = 0.5,
+                 random_state: int | None = None, n_jobs: int | None = None, linear_base: bool = True) -> None:
+        super().__init__(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_features=max_features,
+                         random_state=random_state, n_jobs=n_jobs, linear_base=linear_base)

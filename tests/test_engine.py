@@ -265,7 +265,7 @@ def test_predictor_guided_records_predictor_and_labels(baseline):
         if labels_before < init:
             assert src["pick"] == "random-init" and "predictor" not in src
         else:
-            assert src["predictor"] == "rf"
+            assert src["predictor"] == "ridge-rf"
             assert src["pick"] in ("exploit", "explore")
             assert src["screened"] > batch  # screened a large pool, evaluated a few
             assert set(src["predicted"]) == {"accuracy", "latency_ms@raspi4"}

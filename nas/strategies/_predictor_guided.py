@@ -29,7 +29,7 @@ __all__ = ["PredictorGuidedStrategy"]
 
 class PredictorGuidedStrategy(Strategy):
     name = "predictor-guided"
-    defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "rf", "n_estimators": 100,
+    defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "ridge-rf", "n_estimators": 100,
                 "explore_fraction": 0.5, "kappa": 2.0, "selection": "layers", "transform": "auto", "compare": "predicted"}
 
     rules = {"init": ("int", 1, None), "candidates": ("int", 1, None), "n_estimators": ("int", 1, None),
