@@ -115,26 +115,3 @@ def normalized_hypervolume(values: np.ndarray, directions: Sequence[str], lo: np
     norm = norm[np.all(np.isfinite(norm), axis=1)]
     return _hv_min(norm, np.ones(pts.shape[1]))
 
-
-def hvi_2d(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Hypervolume improvement of each row of ``points`` over ``front`` (2-D minimisation), vectorised.
-
-    Works on any leading shape of ``points`` (..., 2): screening scores thousands of
-    candidates times Monte-Carlo samples at once.
-    """
-    f = np.asarray(front, dtype=np.float64).reshape(-1, 2)
-    f = f[np.all(f < ref, axis=1)]
-    if len(f):
-        f = f[pareto_mask(f)]
-        f = f[np.argsort(f[:, 0])]  # staircase: x ascending, y descending
-    p = np.minimum(np.asarray(points, dtype=np.float64), ref)
-    px, py = p[..., 0:1], p[..., 1:2]
-    box = (ref[0] - px[..., 0]) * (ref[1] - py[..., 0])
-    if len(f) == 0:
-        return box
-    # area of the front's dominated region clipped to the box [px, rx] x [py, ry]
-    cx = np.maximum(f[:, 0], px)  # (..., F), non-decreasing along F
-    cy = np.maximum(f[:, 1], py)  # non-increasing along F
-    nxt = np.concatenate([cx[..., 1:], np.broadcast_to(ref[0], cx[..., :1].shape)], axis=-1)
-    covered = np.sum((nxt - cx) * (ref[1] - cy), axis=-1)
-    return box - covered

@@ -1,12 +1,13 @@
 """``predictor-guided``: screen large candidate batches with a predictor, evaluate the best few.
 
-Each round: fit the predictor on every labelled trial (objectives as minimisation, scaled to
-[0, 1] by what has been seen, plus the constraint metrics), predict the whole candidate pool
-(the table for a tabular space, else ``candidates`` random samples), drop candidates predicted
-to break a constraint, and pick the batch by greedy hypervolume improvement over the current
-front: half on the predicted mean (exploit), half on an optimistic bound ``mean - kappa * std``
-over the forest's trees (explore: labels where the predictor is unsure near the front), as
-AceNAS splits its active-labelling rounds. The first ``init`` labels are uniform random.
+Each round: fit the predictor (default ``ridge-rf``) on every labelled trial, one output per
+objective (as minimisation; heavy-tailed ones by quantile) and per constrained metric; predict
+the whole candidate pool (the table for a tabular space, else ``candidates`` random samples);
+drop candidates predicted to break a constraint; then take the batch from the predicted
+non-dominated layers of candidates and labelled archs together, spread along the front by
+hypervolume contribution. Half the batch ranks by the predicted mean (exploit), half by an
+optimistic bound ``mean - (kappa - 1) * spread`` over the forest's trees (explore), as AceNAS
+splits its active-labelling rounds. The first ``init`` labels are uniform random.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from spaces import Architecture, RandomSuggest, TabularSpace
 
 from ..errors import SpecError
-from ..pareto import _hv_min, hvi_2d, nondominated_rank
+from ..pareto import _hv_min, nondominated_rank
 from ..storage.records import TrialRecord
 from ._base import Proposal, SearchContext, Strategy
 
@@ -30,11 +31,11 @@ __all__ = ["PredictorGuidedStrategy"]
 class PredictorGuidedStrategy(Strategy):
     name = "predictor-guided"
     defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "ridge-rf", "n_estimators": 100,
-                "explore_fraction": 0.5, "kappa": 2.0, "selection": "layers", "transform": "auto", "compare": "predicted"}
+                "explore_fraction": 0.5, "kappa": 2.0, "transform": "auto", "compare": "predicted"}
 
     rules = {"init": ("int", 1, None), "candidates": ("int", 1, None), "n_estimators": ("int", 1, None),
              "explore_fraction": ("float", 0.0, 1.0), "kappa": ("float", 1.0, None),
-             "transform": (("auto", "linear", "quantile"),), "selection": (("layers", "ehvi"),),
+             "transform": (("auto", "linear", "quantile"),),
              "compare": (("predicted", "measured"),)}
 
     def __init__(self, **params: Any) -> None:
@@ -183,19 +184,12 @@ class PredictorGuidedStrategy(Strategy):
             front = lab_mean[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
         else:
             front = Z[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
-        ref = np.full(m, 1.1)
         n_explore = int(round(n * float(self.params["explore_fraction"])))
         chosen: list[tuple[int, str]] = []
         for mode, k in (("exploit", n - n_explore), ("explore", n_explore)):
             scale = 1.0 if mode == "exploit" else float(self.params["kappa"])
             taken = {i for i, _ in chosen}
-            if self.params["selection"] == "layers":
-                picks = self._front_layers(mean[:, :m] - (scale - 1.0) * std[:, :m], pool, front, k, taken)
-            elif m == 2:
-                picks = self._greedy_ehvi(mean[:, :m], std[:, :m] * scale, pool, front, k, ref, taken)
-            else:
-                picks = self._greedy_hvi(mean[:, :m] - (scale - 1.0) * std[:, :m], pool, front, k, ref, taken,
-                                         std[:, :m].sum(axis=1))
+            picks = self._front_layers(mean[:, :m] - (scale - 1.0) * std[:, :m], pool, front, k, taken)
             chosen += [(i, mode) for i in picks]
         out = []
         for i, mode in chosen:
@@ -238,64 +232,3 @@ class PredictorGuidedStrategy(Strategy):
             if len(picks) >= k:
                 break
         return [int(cand[j]) for j in picks]
-
-    def _greedy_ehvi(self, mean: np.ndarray, std: np.ndarray, pool: np.ndarray, front: np.ndarray, k: int,
-                     ref: np.ndarray, taken: set[int], samples: int = 32, shortlist: int = 2000) -> list[int]:
-        """Greedy Monte-Carlo expected hypervolume improvement (2-D, vectorised).
-
-        Each pick maximises the EHVI under the forest's per-tree mean and spread; the pick's
-        mean is then added to the front (a "believer" batch), so the batch spreads out.
-        """
-        cand = np.array([i for i in pool if i not in taken], dtype=np.int64)
-        if k <= 0 or len(cand) == 0:
-            return []
-        if len(cand) > shortlist:  # only candidates near the front under an optimistic bound matter
-            opt = mean[cand] - 2.0 * std[cand]
-            eps = (opt[:, None, :] - front[None, :, :]).max(axis=2).min(axis=1) if len(front) else -opt.sum(axis=1)
-            cand = cand[np.argsort(eps, kind="stable")[:shortlist]]
-        draws = mean[cand][None] + std[cand][None] * self.rng.standard_normal((samples, len(cand), 2))
-        current = front.copy()
-        picks: list[int] = []
-        alive = np.ones(len(cand), dtype=bool)
-        for _ in range(min(k, len(cand))):
-            ehvi = hvi_2d(current, draws, ref).mean(axis=0)
-            ehvi[~alive] = -1.0
-            j = int(np.argmax(ehvi))
-            alive[j] = False
-            picks.append(int(cand[j]))
-            current = np.vstack([current, mean[cand[j]]]) if len(current) else mean[cand[j]][None]
-        return picks
-
-    @staticmethod
-    def _greedy_hvi(pts: np.ndarray, pool: np.ndarray, front: np.ndarray, k: int, ref: np.ndarray,
-                    taken: set[int], spread: np.ndarray) -> list[int]:
-        """Pick ``k`` pool rows greedily, each maximising the hypervolume improvement over the
-        front plus the picks so far. A forest's mean rarely lands beyond the observed front, so
-        a candidate predicted to be dominated is scored by how far it is from not being
-        dominated (the additive epsilon): the nearest one to the front wins."""
-        if k <= 0:
-            return []
-        pool = np.array([i for i in pool if i not in taken], dtype=np.int64)
-        picks: list[int] = []
-        current = front.copy()
-        for _ in range(min(k, len(pool))):
-            left = pool[~np.isin(pool, picks)]
-            P = pts[left]
-            if len(current):
-                eps = (P[:, None, :] - current[None, :, :]).max(axis=2).min(axis=1)
-            else:
-                eps = np.full(len(left), -1.0)
-            open_ = np.flatnonzero(eps < 0)
-            if len(open_):
-                short = open_[np.argsort(eps[open_], kind="stable")[:60]]
-                base = _hv_min(current, ref) if len(current) else 0.0
-                gains = np.array([_hv_min(np.vstack([current, P[j]]) if len(current) else P[j][None], ref) - base
-                                  for j in short])
-                j = int(short[int(np.argmax(gains))]) if gains.max() > 0 else int(short[0])
-            else:
-                near = np.flatnonzero(eps <= eps.min() + 1e-12)
-                j = int(near[int(np.argmax(spread[left[near]]))])  # ties: the least certain
-            best = int(left[j])
-            picks.append(best)
-            current = np.vstack([current, pts[best]]) if len(current) else pts[best][None]
-        return picks
