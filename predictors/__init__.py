@@ -38,8 +38,12 @@ def get_predictor(name: str, **params: Any):
 def _register_builtins() -> None:
     from ._forest import ForestPredictor, RidgeForestPredictor
 
+    from ._rank import RankMLP, RankNetMLP
+
     register_predictor("rf", ForestPredictor)
     register_predictor("ridge-rf", RidgeForestPredictor)
+    register_predictor("lambdarank", RankMLP)
+    register_predictor("ranknet", RankNetMLP)
 
 
 _register_builtins()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
-from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._validation import check_fit_input
 
 __all__ = ["ForestPredictor", "RidgeForestPredictor"]
 
@@ -27,16 +29,7 @@ class ForestPredictor(RegressorMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     def fit(self, X, y, sample_weight=None) -> ForestPredictor:
-        y_arr = np.asarray(y)
-        if hasattr(X, "__len__") and len(X) != len(y_arr):
-            raise ValueError(f"y: got {len(y_arr)} labels for {len(X)} rows of X; they must match")
-        if y_arr.dtype.kind in "fc" and not np.all(np.isfinite(y_arr)):
-            raise ValueError("y: contains NaN or infinite labels; every label must be finite")
-        X, y = check_X_y(X, y, multi_output=True, y_numeric=True, ensure_all_finite=True)
-        if len(X) < 2:
-            raise ValueError(f"X: got {len(X)} sample(s); fit needs at least 2")
-        if np.all(np.ptp(np.asarray(y, dtype=np.float64).reshape(len(y), -1), axis=0) == 0):
-            raise ValueError("y: fewer than two distinct labels; a predictor cannot learn an order from them")
+        X, y = check_fit_input(X, y)
         self.n_features_in_ = X.shape[1]
         Y = y.reshape(len(y), -1).astype(np.float64)
         self.n_outputs_ = Y.shape[1]

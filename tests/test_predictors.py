@@ -9,7 +9,15 @@ from predictors import get_predictor, list_predictors
 from predictors.metrics import kendall_tau, ndcg_at_k, spearman, top_k_regret
 
 
-@pytest.mark.parametrize("name", list_predictors())
+FORESTS = ["rf", "ridge-rf"]
+RANKERS = ["lambdarank", "ranknet"]
+
+
+def test_registry_lists_every_family():
+    assert set(FORESTS + RANKERS) <= set(list_predictors())
+
+
+@pytest.mark.parametrize("name", FORESTS)
 def test_fit_predict_and_spread(name):
     rng = np.random.default_rng(0)
     X = rng.random((200, 8))
@@ -33,6 +41,47 @@ def test_fit_predict_and_spread(name):
 def test_bad_fit_input_is_a_clear_value_error(name, X, y, needle):
     with pytest.raises(ValueError, match=needle):
         get_predictor(name).fit(X, y)
+
+
+@pytest.mark.parametrize("name", RANKERS)
+def test_rankers_learn_an_order_deterministically(name):
+    rng = np.random.default_rng(1)
+    X = rng.random((120, 6))
+    y = X @ np.array([3.0, -2.0, 1.0, 0.0, 0.5, 0.0]) + 0.05 * rng.standard_normal(120)
+    fit = lambda: get_predictor(name, random_state=3, epochs=40).fit(X[:80], y[:80])  # noqa: E731
+    pred = fit().predict(X[80:])
+    assert pred.shape == (40,)
+    assert kendall_tau(y[80:], pred) > 0.6
+    assert np.array_equal(pred, fit().predict(X[80:]))
+
+
+def test_weak_label_pretraining_is_used():
+    rng = np.random.default_rng(2)
+    X = rng.random((300, 6))
+    w = X @ np.array([3.0, -2.0, 1.0, 0.0, 0.5, 0.0])  # a cheap proxy that correlates with the truth
+    y = w + 0.3 * rng.standard_normal(300)
+    plain = get_predictor("lambdarank", random_state=0, epochs=30).fit(X[:15], y[:15])
+    pre = get_predictor("lambdarank", random_state=0, epochs=30, pretrain_epochs=30).fit(
+        X[:15], y[:15], weak_X=X[15:], weak_y=w[15:, None])
+    assert not np.array_equal(plain.predict(X), pre.predict(X))
+    assert kendall_tau(y[15:], pre.predict(X[15:])) > kendall_tau(y[15:], plain.predict(X[15:])) - 0.05
+    with pytest.raises(ValueError, match="weak_X, weak_y: give both or neither"):
+        get_predictor("lambdarank").fit(X[:15], y[:15], weak_X=X)
+    with pytest.raises(ValueError, match="weak_X: got shape"):
+        get_predictor("lambdarank").fit(X[:15], y[:15], weak_X=X[:, :2], weak_y=w[:, None])
+
+
+@pytest.mark.parametrize("params, needle", [({"loss": "mse"}, "^loss: got 'mse'"), ({"epochs": 0}, "^epochs: got 0"),
+                                            ({"lr": -1}, "^lr: got -1")])
+def test_ranker_bad_parameters(params, needle):
+    X, y = np.random.rand(10, 3), np.arange(10.0)
+    with pytest.raises(ValueError, match=needle):
+        get_predictor("lambdarank", **params).fit(X, y)
+
+
+def test_ranker_needs_one_label_column():
+    with pytest.raises(ValueError, match="one order"):
+        get_predictor("ranknet").fit(np.random.rand(10, 3), np.random.rand(10, 2))
 
 
 def test_unknown_predictor_and_parameter():

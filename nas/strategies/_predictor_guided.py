@@ -42,8 +42,13 @@ class PredictorGuidedStrategy(Strategy):
         super().__init__(**params)
         from predictors import list_predictors
 
-        if self.params["predictor"] not in list_predictors():
-            raise SpecError("strategy.predictor", self.params["predictor"], ", ".join(list_predictors()))
+        from predictors import _REGISTRY
+
+        # screening needs a spread over the ensemble (explore half): forests have one
+        spread = [n for n in list_predictors() if hasattr(_REGISTRY[n], "predict_dist")]
+        if self.params["predictor"] not in spread:
+            raise SpecError("strategy.predictor", self.params["predictor"], ", ".join(spread),
+                            reason="predictor-guided needs a predictor with predict_dist")
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self, ctx: SearchContext, history: Sequence[TrialRecord], state: bytes | None) -> None:
