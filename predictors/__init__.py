@@ -36,12 +36,13 @@ def get_predictor(name: str, **params: Any):
 
 
 def _register_builtins() -> None:
-    from ._forest import ForestPredictor, RidgeForestPredictor
+    from ._forest import ForestPredictor, GBDTPredictor, RidgeForestPredictor
 
     from ._rank import RankMLP, RankNetMLP
 
     register_predictor("rf", ForestPredictor)
     register_predictor("ridge-rf", RidgeForestPredictor)
+    register_predictor("gbdt", GBDTPredictor)
     register_predictor("lambdarank", RankMLP)
     register_predictor("ranknet", RankNetMLP)
 

@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import check_fit_input
 
-__all__ = ["ForestPredictor", "RidgeForestPredictor"]
+__all__ = ["ForestPredictor", "RidgeForestPredictor", "GBDTPredictor"]
 
 
 class ForestPredictor(RegressorMixin, BaseEstimator):
@@ -76,3 +76,34 @@ class RidgeForestPredictor(ForestPredictor):
                  random_state: int | None = None, n_jobs: int | None = None, linear_base: bool = True) -> None:
         super().__init__(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_features=max_features,
                          random_state=random_state, n_jobs=n_jobs, linear_base=linear_base)
+
+
+class GBDTPredictor(RegressorMixin, BaseEstimator):
+    """``gbdt``: scikit-learn gradient boosting, one model per output (a baseline ranker)."""
+
+    def __init__(self, n_estimators: int = 200, max_depth: int = 3, learning_rate: float = 0.05,
+                 subsample: float = 0.8, random_state: int | None = None) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.random_state = random_state
+
+    def fit(self, X, y, sample_weight=None) -> GBDTPredictor:
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        X, y = check_fit_input(X, y)
+        self.n_features_in_ = X.shape[1]
+        Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        self._single = np.asarray(y).ndim == 1
+        self.models_ = [GradientBoostingRegressor(
+            n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
+            subsample=self.subsample, random_state=self.random_state).fit(X, Y[:, j], sample_weight=sample_weight)
+            for j in range(Y.shape[1])]
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "models_")
+        X = validate_data(self, X, reset=False)
+        out = np.stack([m.predict(X) for m in self.models_], axis=1)
+        return out[:, 0] if self._single else out

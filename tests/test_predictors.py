@@ -11,10 +11,11 @@ from predictors.metrics import kendall_tau, ndcg_at_k, spearman, top_k_regret
 
 FORESTS = ["rf", "ridge-rf"]
 RANKERS = ["lambdarank", "ranknet"]
+BOOSTED = ["gbdt"]
 
 
 def test_registry_lists_every_family():
-    assert set(FORESTS + RANKERS) <= set(list_predictors())
+    assert set(FORESTS + RANKERS + BOOSTED) <= set(list_predictors())
 
 
 @pytest.mark.parametrize("name", FORESTS)
