@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 warnings.simplefilter("ignore")
+# this file is named like the package it measures: keep its own folder off the import path
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from predictors import get_predictor  # noqa: E402
 from predictors.metrics import kendall_tau, ndcg_at_k, spearman, top_k_regret  # noqa: E402
