@@ -35,6 +35,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .spec import load_spec
 
     console = Console(stderr=True)
+    import signal
+
+    def on_term(signum, frame):  # docker stop / kill: end like Ctrl-C, the job stays resumable
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
     try:
         spec = load_spec(args.spec)
         if args.backend:
@@ -54,8 +59,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         except (SpecError, JobNotFoundError, JobConflictError, EvaluationError) as e:
             on_round.close()
             return _fail(str(e))
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted; continue with --resume[/yellow]")
+        except KeyboardInterrupt as e:
+            on_round.close()
+            job_id = getattr(e, "job_id", None)
+            console.print(f"interrupted; continue with: nas search {args.spec} --resume {job_id}" if job_id
+                          else "interrupted before the job was created; nothing was stored")
             return 130
 
     if args.json_out:

@@ -34,8 +34,9 @@ __all__ = ["run_job", "prepare_job", "JobResult", "Progress", "PreparedJob"]
 
 # a job whose owner has not written for this long, on another host, is considered abandoned
 STALE_AFTER = timedelta(minutes=5)
-# rounds in a row that bring no new evaluation (only duplicates) before the job ends
-MAX_IDLE_ROUNDS = 50
+# proposals in a row that bring no new measurement (re-used or unmeasurable) before the job ends;
+# counted in proposals, not rounds, so a batch of 1 gets as many chances as a batch of 10
+MAX_IDLE_PROPOSALS = 500
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,10 @@ def run_job(spec: JobSpec | Mapping[str, Any], store: Store | None = None, *, re
         _loop(job, store, job_id, owner, record.strategy_state, executor, progress, job_log)
     except BaseException as e:
         state = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
+        e.job_id = job_id  # for the caller's message (`--resume JOB_ID`)
         try:
+            job_log("interrupted: the job is cancelled; `nas search SPEC --resume JOB_ID` continues it"
+                    if state == "cancelled" else f"failed: {type(e).__name__}: {e}", "warning")
             store.finish_job(job_id, owner, state, error=f"{type(e).__name__}: {e}")
         except Exception:  # the original error matters more than the bookkeeping one
             pass
@@ -256,10 +260,10 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
         if progress:
             progress(Progress(job_id, rnd, n_eval, budget, n_trials, hv, best))
         rnd += 1
-        idle = 0 if new_evals else idle + 1
-        if idle >= MAX_IDLE_ROUNDS:
-            job_log(f"{MAX_IDLE_ROUNDS} rounds in a row brought no new measurement (every proposal was already "
-                    "evaluated or cannot be measured); stopping", "warning")
+        idle = 0 if new_evals else idle + len(proposals)
+        if idle >= MAX_IDLE_PROPOSALS:
+            job_log(f"{idle} proposals in a row brought no new measurement (each was already evaluated or "
+                    "cannot be measured); stopping", "warning")
             break
     if n_eval < budget:
         job_log(f"budget not spent: {n_eval} of {budget} evaluations", "warning")

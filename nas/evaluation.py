@@ -100,6 +100,21 @@ def _tune_trainable(config: dict[str, Any], evaluator: Evaluator = None, archs: 
     return {"metrics_json": json.dumps(metrics), "eval_seconds": time.perf_counter() - t0}
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a Ray address nothing listens on: ``ray.init`` would retry for many minutes."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():  # "auto", "local" and the like: let Ray resolve them
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise EvaluationError(f"RAY_ADDRESS: got {address!r}, but nothing answers there ({e}); valid: the "
+                              "address of a running Ray head (`ray start --head`), or unset for a local Ray") from e
+
+
 class RayTuneExecutor(Executor):
     """Each batch is one Ray Tune experiment: one Tune trial per architecture.
 
@@ -131,6 +146,8 @@ class RayTuneExecutor(Executor):
             import ray
         except ImportError as e:  # pragma: no cover - depends on the install
             raise EvaluationError("Ray is not installed: pip install 'nas-service[search]'") from e
+        if self.address:
+            _check_reachable(self.address)
         if not ray.is_initialized():
             kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
                                           ignore_reinit_error=True)
@@ -189,15 +206,17 @@ class RayTuneExecutor(Executor):
             return tuner.fit()
         interrupted: list[bool] = []
 
-        def on_sigint(signum, frame):
+        def on_signal(signum, frame):
             interrupted.append(True)
             raise KeyboardInterrupt
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        # SIGTERM too (docker stop, Kubernetes): Ray's own handler would kill the driver mid-write
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             grid = tuner.fit()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if interrupted:
             raise KeyboardInterrupt
         return grid

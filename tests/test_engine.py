@@ -566,7 +566,7 @@ def test_unspent_budget_is_reported(store, monkeypatch):
         def get_state(self):
             return b""
 
-    monkeypatch.setattr(nas.engine, "MAX_IDLE_ROUNDS", 3)
+    monkeypatch.setattr(nas.engine, "MAX_IDLE_PROPOSALS", 3)
     monkeypatch.setitem(strategies._REGISTRY, "stuck", Stuck)
     result = run_job(make_spec("stuck", budget=5), store)
     assert result.state == "completed" and (result.n_evaluations, result.budget) == (1, 5)

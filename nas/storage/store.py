@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import JobConflictError, JobNotFoundError, StorageError
@@ -111,7 +111,7 @@ class Store:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
-        except OperationalError as e:
+        except DBAPIError as e:  # connection refused, unknown database, bad URL option, ...
             reason = str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else type(e.orig).__name__
             raise StorageError(f"cannot open or migrate the database {self.display_url()}: {reason}") from e
 

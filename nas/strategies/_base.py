@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,11 +29,11 @@ def _check_param(key: str, value: Any, kind: Any, lo: float | None = None, hi: f
         return
     if kind == "float?" and value is None:
         return
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if kind == "int" and not (numeric and float(value).is_integer()):
         raise SpecError(field, value, "an integer" + (f" >= {lo}" if lo is not None else ""))
     if not numeric:
-        raise SpecError(field, value, "a number")
+        raise SpecError(field, value, "a finite number")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"between {lo} and {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
         raise SpecError(field, value, f"{'an integer' if kind == 'int' else 'a number'} {rng}")
