@@ -131,11 +131,11 @@ def _owner_alive(owner: str | None, heartbeat: datetime | None) -> bool:
     pid = rest.partition(":")[0]
     if host == socket.gethostname() and pid.isdigit():
         try:
-            os.kill(int(pid), 0)
+            os.kill(int(pid), 0)  # PermissionError also means the pid exists
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
+            pass
         return True
     return heartbeat is not None and datetime.now(timezone.utc) - heartbeat < STALE_AFTER
 
@@ -229,16 +229,19 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
         fresh = list({a.arch_id: a for a in fresh}.values())
         results = dict(zip((a.arch_id for a in fresh), executor.evaluate(evaluator, fresh)))
         trials, new_evals = [], 0
+        in_batch: dict[str, TrialRecord] = {}  # first trial of each arch in this round
         for i, p in enumerate(proposals):
             source = dict(p.source)
-            if p.arch.arch_id in results and p.arch.arch_id not in {t.arch_id for t in trials}:
-                r = results[p.arch.arch_id]
+            aid = p.arch.arch_id
+            if aid in results and aid not in in_batch:
+                r = results[aid]
                 metrics, error, duration = r.metrics, r.error, r.duration_s
             else:  # seen before (or twice in this batch): reuse the measurement, spend no budget
-                prev = known.get(p.arch.arch_id) or next(t for t in trials if t.arch_id == p.arch.arch_id)
+                prev = known.get(aid) or in_batch[aid]
                 metrics, error, duration = prev.metrics, prev.error, 0.0
                 source["cached"] = True
             trial = _make_trial(job_id, n_trials + i, rnd, p.arch, problem, metrics, error, duration, source)
+            in_batch.setdefault(aid, trial)
             new_evals += trial.counts_as_evaluation
             trials.append(trial)
         replay = strategy.tell(proposals, trials)

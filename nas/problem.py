@@ -39,6 +39,15 @@ class Constraint:
             v = max(v, self.min - value)
         return float(v)
 
+    def violations(self, values: np.ndarray) -> np.ndarray:
+        """``violation`` over an array at once (screening scores thousands of predictions)."""
+        v = np.full(np.shape(values), -np.inf)
+        if self.max is not None:
+            v = np.maximum(v, values - self.max)
+        if self.min is not None:
+            v = np.maximum(v, self.min - values)
+        return np.where(np.isfinite(values), v, np.inf)
+
     def describe(self) -> str:
         lo = f"{self.min} <= " if self.min is not None else ""
         hi = f" <= {self.max}" if self.max is not None else ""

@@ -117,12 +117,15 @@ class PredictorGuidedStrategy(Strategy):
     def _targets(self) -> tuple[np.ndarray, list]:
         """Training targets and, per column, the map back to the metric's own units.
 
-        Objectives (as minimisation) become their empirical quantile among the labels. The
-        transform is monotone, so Pareto dominance is unchanged, but the hypervolume the
-        batch is chosen by is no longer dominated by a long tail (NB201's 1%-accuracy cells):
-        without it the forest's spread over that tail lures the search into junk.
-        Constraint metrics stay linear, so predictions can be checked against the bounds.
+        Objectives (as minimisation) are scaled to [0, 1] by the labels' range, or, when heavy-
+        tailed (see ``_use_quantile``), replaced by their empirical quantile among the labels.
+        The quantile transform is monotone, so Pareto dominance is unchanged, but the batch is
+        no longer chosen by a long tail (NB201's 1%-accuracy cells) that the forest's spread
+        would lure the search into. Constraint metrics stay linear, so predictions can be
+        checked against the bounds.
         """
+        from scipy.stats import rankdata
+
         prob = self.ctx.problem
         sign = np.array([-1.0 if d == "maximize" else 1.0 for d in prob.directions])
         Y = np.array([prob.vector(t.values) for t in self.labelled]) * sign
@@ -131,8 +134,6 @@ class PredictorGuidedStrategy(Strategy):
         n = len(Y)
         for j in range(Y.shape[1]):
             if self._use_quantile(Y[:, j]):
-                from scipy.stats import rankdata
-
                 q = (rankdata(Y[:, j]) - 1.0) / max(n - 1, 1)
                 cols.append(q)
                 xs, ys = np.sort(q), np.sort(Y[:, j]) * sign[j]
@@ -175,9 +176,7 @@ class PredictorGuidedStrategy(Strategy):
         # constraints: predicted metric (back in its own units) against the bounds
         ok = np.ones(len(cands), dtype=bool)
         for j, c in enumerate(prob.constraints):
-            pred = inverse[m + j](mean[:, m + j])
-            violation = np.array([c.violation(v) for v in pred])
-            ok &= violation <= 0
+            ok &= c.violations(inverse[m + j](mean[:, m + j])) <= 0
         pool = np.flatnonzero(ok) if ok.any() else np.arange(len(cands))
 
         feasible_lab = np.array([t.feasible for t in self.labelled])
