@@ -39,12 +39,14 @@ def _register_builtins() -> None:
     from ._forest import ForestPredictor, GBDTPredictor, RidgeForestPredictor
 
     from ._rank import RankMLP, RankNetMLP
+    from ._zero_cost_predictor import ZeroCostPredictor
 
     register_predictor("rf", ForestPredictor)
     register_predictor("ridge-rf", RidgeForestPredictor)
     register_predictor("gbdt", GBDTPredictor)
     register_predictor("lambdarank", RankMLP)
     register_predictor("ranknet", RankNetMLP)
+    register_predictor("zero-cost", ZeroCostPredictor)
 
 
 _register_builtins()

@@ -45,6 +45,7 @@ _DATASET_COLUMNS = {
     "cifar100": "CIFAR100TestAccuracy200Epochs",
     "ImageNet16-120": "ImageNetTestAccuracy200Epochs",
 }
+_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "ImageNet16-120": 120}
 N_ARCHS = 5 ** 6
 # input-to-output paths of the cell as edge positions in EDGES: 0->3, 0->1->3, 0->2->3, 0->1->2->3
 _PATHS = ([3], [0, 4], [1, 5], [0, 2, 5])
@@ -146,6 +147,25 @@ class NB201Space(TabularSpace):
             g.add_edge(f"n{src}", e)
             g.add_edge(e, f"n{dst}")
         return g
+
+    # -- the network -----------------------------------------------------------------
+    def materialize(self, arch: Architecture, parent: Any = None, *, channels: int = 16, cells: int = 5):
+        """NB201's network for ``arch``, freshly initialised (the benchmark ships no weights).
+
+        ``channels`` and ``cells`` shrink it (NB201 trains ``16, 5``), e.g. for cheap proxies.
+        """
+        from ._nb201_net import NB201Network  # lazy: torch
+
+        self.validate(arch)
+        if parent is not None:
+            raise InvalidArchitectureError("nb201: no parent network to inherit from (the table ships no weights)")
+        return NB201Network(arch.params, _NUM_CLASSES[self.config["dataset"]], channels=channels, cells=cells)
+
+    def example_inputs(self, arch: Architecture, batch: int = 1):
+        import torch
+
+        side = 16 if self.config["dataset"] == "ImageNet16-120" else 32
+        return (torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(0)),)
 
     # -- the tables ----------------------------------------------------------------
     def _table(self) -> dict[str, Any]:

@@ -107,3 +107,69 @@ def test_metrics_reject_bad_input(fn):
         fn([1.0, 2.0, 3.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="finite"):
         fn([1.0, np.nan, 3.0], [1.0, 2.0, 3.0])
+
+
+def test_zero_cost_ranks_by_one_proxy_column_with_a_learned_sign():
+    rng = np.random.default_rng(4)
+    X = np.hstack([rng.random((50, 3)), rng.random((50, 5))])  # 3 encoding columns + 5 proxies
+    y = -X[:, 3 + 3]  # the labels fall as "nwot" (4th proxy) rises
+    model = get_predictor("zero-cost", proxy="nwot").fit(X, y)
+    assert model.sign_ == -1.0
+    assert np.array_equal(model.predict(X), -X[:, 6])
+    with pytest.raises(ValueError, match="^proxy: got 'zen'; valid: params, flops, synflow, nwot, jacov"):
+        get_predictor("zero-cost", proxy="zen").fit(X, y)
+    with pytest.raises(ValueError, match="^proxy: got 'nwot'; valid: params, flops"):
+        get_predictor("zero-cost", proxy="nwot", n_proxies=2).fit(X, y)
+    with pytest.raises(ValueError, match="^n_proxies: got 9"):
+        get_predictor("zero-cost", n_proxies=9).fit(X, y)
+
+
+@pytest.mark.parametrize("params, needle", [({"floor": -1}, "^floor: got -1"), ({"prior": "svm"}, "^prior: got 'svm'"),
+                                            ({"pretrain_batch_size": 0}, "^pretrain_batch_size: got 0")])
+def test_ranker_more_bad_parameters(params, needle):
+    with pytest.raises(ValueError, match=needle):
+        get_predictor("ranknet", **params).fit(np.random.rand(10, 3), np.arange(10.0))
+
+
+def test_weak_labels_may_be_missing_but_not_infinite():
+    rng = np.random.default_rng(5)
+    X, W = rng.random((200, 4)), rng.random((200, 2))
+    W[::3, 1] = np.nan  # a proxy known for two thirds of the pool
+    y = X[:20, 0] + W[:20, 0]
+    model = get_predictor("lambdarank", random_state=0, epochs=20, pretrain_epochs=5).fit(X[:20], y, weak_X=X, weak_y=W)
+    assert np.all(np.isfinite(model.predict(X)))
+    W[0, 0] = np.inf
+    with pytest.raises(ValueError, match="^weak_y: infinite values"):
+        get_predictor("lambdarank").fit(X[:20], y, weak_X=X, weak_y=W)
+    with pytest.raises(ValueError, match="^weak_y: got 199 rows for 200"):
+        get_predictor("lambdarank").fit(X[:20], y, weak_X=X, weak_y=W[1:])
+
+
+def test_pretraining_is_reused_with_the_same_result():
+    from predictors import _rank
+
+    rng = np.random.default_rng(6)
+    X, W = rng.random((300, 5)), rng.random((300, 2))
+    y = X[:30] @ np.arange(5.0)
+    fit = lambda: get_predictor("ranknet", random_state=1, epochs=10, pretrain_epochs=3).fit(  # noqa: E731
+        X[:30], y, weak_X=X, weak_y=W)
+    _rank._PRETRAINED.clear()
+    first = fit().predict(X)
+    assert len(_rank._PRETRAINED) == 1
+    assert np.array_equal(first, fit().predict(X))  # from the memo: identical
+    _rank._PRETRAINED.clear()
+    assert np.array_equal(first, fit().predict(X))  # recomputed: identical again
+
+
+def test_fitting_a_thousand_architectures_takes_seconds():
+    import time
+
+    from spaces import get_space
+
+    space = get_space("nb201", dataset="cifar10")
+    X, y = space.encoded_table(), space.metric_array("accuracy")
+    idx = np.random.default_rng(0).permutation(len(X))[:3000]
+    t0 = time.perf_counter()
+    get_predictor("lambdarank", random_state=0).fit(X[idx[:1000]], y[idx[:1000]], weak_X=X[idx],
+                                                    weak_y=np.c_[X[idx, 30:35] @ np.arange(5.0)])
+    assert time.perf_counter() - t0 < 60  # measured ~10 s on two busy cores
