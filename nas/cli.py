@@ -1,4 +1,4 @@
-"""``nas``: the command line (search, spaces, jobs, show, db)."""
+"""``nas``: the command line (search, spaces, proxies, jobs, show, db)."""
 
 from __future__ import annotations
 
@@ -160,6 +160,42 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxies(args: argparse.Namespace) -> int:
+    """Compute (once) the zero-cost proxy table of a tabular space: it turns on the
+    predictor-guided strategy's zero-cost features and weak-label pretraining (``auto``)."""
+    import time
+
+    from predictors.weak_labels import _table_path, proxy_table
+    from spaces import SpacesError, TabularSpace, get_space
+
+    config = {}
+    for pair in args.config:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            return _fail(f"config: got {pair!r}; write KEY=VALUE, e.g. dataset=cifar100")
+        config[key] = value
+    try:
+        space = get_space(args.name, **config)
+    except SpacesError as e:
+        return _fail(str(e))
+    if not isinstance(space, TabularSpace) or args.name == "hwgpt-s":
+        return _fail(f"space: {args.name} has no proxy table to compute (proxy tables are for tabular spaces "
+                     "with networks, e.g. nb201)")
+    path = _table_path(space)[0]
+    if path.exists():
+        print(f"{space!r}: proxy table ready at {path}")
+        return 0
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    t0 = time.perf_counter()
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=False) as bar:
+        task = bar.add_task(f"{space!r} zero-cost proxies", total=len(space.enumerate()))
+        proxy_table(space, n_jobs=args.jobs, progress=lambda done, total: bar.update(task, completed=done))
+    print(f"{space!r}: proxy table written to {path} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 # -- jobs -----------------------------------------------------------------------
 def cmd_jobs(args: argparse.Namespace) -> int:
     try:
@@ -225,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", nargs="?")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_spaces)
+
+    s = sub.add_parser("proxies", help="compute a tabular space's zero-cost proxy table (once; cached)")
+    s.add_argument("name", help="space name, e.g. nb201")
+    s.add_argument("config", nargs="*", metavar="KEY=VALUE", help="space configuration, e.g. dataset=cifar100")
+    s.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
+    s.set_defaults(func=cmd_proxies)
 
     s = sub.add_parser("jobs", help="list jobs")
     s.add_argument("--state", choices=["queued", "running", "completed", "failed", "cancelled"])

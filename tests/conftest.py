@@ -95,3 +95,16 @@ def tiny_spec() -> dict[str, Any]:
         "seed": 0,
         "execution": {"backend": "inline"},
     }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory) -> Iterator[None]:
+    # tests never see (or write) the user's proxy tables: a job behaves the same on a fresh
+    # clone and on a machine where `nas proxies` has been run
+    old = os.environ.get("NAS_CACHE_DIR")
+    os.environ["NAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("nas-cache"))
+    yield
+    if old is None:
+        os.environ.pop("NAS_CACHE_DIR", None)
+    else:
+        os.environ["NAS_CACHE_DIR"] = old

@@ -366,3 +366,14 @@ def test_ctrl_c_on_ray_cancels_and_resume_finishes_exactly(db, tmp_path):
     assert p.returncode == 0, p.stderr
     expected = [t["arch"]["arch_id"] for t in json.loads(reference.read_text())["trials"]]
     assert [t.arch_id for t in store.load_trials(job.id)] == expected
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["proxies", "nb201", "dataset=cifar1000"], "space.dataset: got 'cifar1000'; valid: cifar10, cifar100"),
+    (["proxies", "nb201", "cifar10"], "config: got 'cifar10'; write KEY=VALUE"),
+    (["proxies", "hwgpt-s"], "hwgpt-s has no proxy table to compute"),
+    (["proxies", "nb999"], "nb999"),
+])
+def test_proxies_bad_input(tmp_path, args, needle):
+    out = run_nas(f"sqlite:///{tmp_path}/nas.db", *args)
+    assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr

@@ -265,11 +265,58 @@ def test_predictor_guided_records_predictor_and_labels(baseline):
         if labels_before < init:
             assert src["pick"] == "random-init" and "predictor" not in src
         else:
-            assert src["predictor"] == "ridge-rf"
+            trusted = src["trust"]["lambdarank"] >= src["trust"]["rf"]
+            # exploit picks come from the ranker when it cross-validates at least as well as the
+            # baseline, else from the baseline; explore picks always from the forest's spread
+            expected = "rf" if src["pick"] == "explore" or not trusted else "lambdarank"
+            assert src["predictor"] == expected
             assert src["pick"] in ("exploit", "explore")
             assert src["screened"] > batch  # screened a large pool, evaluated a few
             assert set(src["predicted"]) == {"accuracy", "latency_ms@raspi4"}
     assert any("predictor" in t.source for t in result.trials)
+
+
+def test_predictor_guided_logs_its_trust_verdicts(baseline, module_store):
+    result, _ = baseline("predictor-guided", "nb201", budget=40)
+    verdicts = [m for _, m in module_store.logs(result.job_id) if "trusted" in m or "falling back" in m]
+    assert verdicts and verdicts[0].startswith("round 1: lambdarank")
+    assert "cross-validated Kendall tau" in verdicts[0]
+
+
+class _Contrarian:
+    """A real predictor (a forest) whose order is reversed: the worst ranker there is."""
+
+    def __init__(self, random_state=None):
+        from predictors import get_predictor
+
+        self.random_state = random_state
+        self.forest = get_predictor("rf", random_state=random_state)
+
+    @classmethod
+    def _get_param_names(cls):
+        return ["random_state"]
+
+    def fit(self, X, y):
+        self.forest.fit(X, y)
+        return self
+
+    def predict(self, X):
+        return -self.forest.predict(X)
+
+
+def test_an_untrustworthy_predictor_falls_back_to_the_baseline(store):
+    import predictors
+
+    predictors.register_predictor("contrarian", _Contrarian)
+    try:
+        result = run_job(make_spec("predictor-guided", "hwgpt-s", budget=30, predictor="contrarian"), store)
+    finally:
+        predictors._REGISTRY.pop("contrarian")
+    logs = [m for _, m in store.logs(result.job_id)]
+    assert any("contrarian not trusted" in m and "falling back to rf" in m for m in logs), logs
+    model_based = [t.source for t in result.trials if "trust" in t.source]
+    assert model_based and all(s["predictor"] == "rf" for s in model_based)
+    assert all(s["trust"]["contrarian"] < s["trust"]["rf"] for s in model_based)
 
 
 def test_predictor_guided_on_nnmeter_device_spends_the_full_budget(store):

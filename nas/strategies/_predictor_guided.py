@@ -1,13 +1,25 @@
-"""``predictor-guided``: screen large candidate batches with a predictor, evaluate the best few.
+"""``predictor-guided``: screen large candidate batches with predictors, evaluate the best few.
 
-Each round: fit the predictor (default ``ridge-rf``) on every labelled trial, one output per
-objective (as minimisation; heavy-tailed ones by quantile) and per constrained metric; predict
-the whole candidate pool (the table for a tabular space, else ``candidates`` random samples);
-drop candidates predicted to break a constraint; then take the batch from the predicted
-non-dominated layers of candidates and labelled archs together, spread along the front by
-hypervolume contribution. Half the batch ranks by the predicted mean (exploit), half by an
-optimistic bound ``mean - (kappa - 1) * spread`` over the forest's trees (explore), as AceNAS
-splits its active-labelling rounds. The first ``init`` labels are uniform random.
+Each round, on every labelled trial (objectives as minimisation; heavy-tailed ones by quantile):
+
+- the **baseline** forest (default ``rf``) predicts every objective and constrained metric of
+  the candidate pool (the table for a tabular space, else ``candidates`` random samples), with
+  a spread over its trees; candidates predicted to break a constraint are dropped;
+- the **predictor** (default ``lambdarank``, a learned ranker; one per objective) ranks the
+  pool, if it has earned trust: a k-fold cross-validation on the labels seen so far compares
+  its Kendall tau with the baseline's; when it is worse, the job's log says so and the
+  baseline ranks instead (and the log says when the ranker catches up);
+- AceNAS's active labelling: half the batch is the predicted top (exploit: the trusted
+  model's predicted non-dominated layers, spread along the front by hypervolume
+  contribution), half is chosen for information (explore: the forest's optimistic bound
+  ``mean - (kappa - 1) * spread``). The first ``init`` labels are uniform random.
+
+Features: ``space.encode`` plus, with ``zero_cost`` on, the space's zero-cost proxy columns
+(``predictors.weak_labels.features``), and the rankers are pretrained on the space's weak
+labels. ``auto`` turns this on for a tabular space whose proxy table is ready (HW-GPT's comes
+with its table; NB201's is computed once by ``nas proxies nb201``, then cached), so a job
+never stalls on minutes of proxy computation it was not asked for. Every proposal records
+the predictor that picked it, the number of labels it was fitted on and the trust check.
 """
 
 from __future__ import annotations
@@ -30,25 +42,28 @@ __all__ = ["PredictorGuidedStrategy"]
 
 class PredictorGuidedStrategy(Strategy):
     name = "predictor-guided"
-    defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "ridge-rf", "n_estimators": 100,
-                "explore_fraction": 0.5, "kappa": 2.0, "transform": "auto", "compare": "predicted"}
+    defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "lambdarank", "baseline": "rf",
+                "n_estimators": 100, "explore_fraction": 0.5, "kappa": 2.0, "transform": "auto",
+                "compare": "predicted", "zero_cost": "auto", "trust_folds": 3}
 
     rules = {"init": ("int", 1, None), "candidates": ("int", 1, None), "n_estimators": ("int", 1, None),
              "explore_fraction": ("float", 0.0, 1.0), "kappa": ("float", 1.0, None),
              "transform": (("auto", "linear", "quantile"),),
-             "compare": (("predicted", "measured"),)}
+             "compare": (("predicted", "measured"),), "zero_cost": (("auto", "on", "off"),),
+             "trust_folds": ("int", 2, 10)}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        from predictors import list_predictors
+        from predictors import _REGISTRY, list_predictors
 
-        from predictors import _REGISTRY
-
-        # screening needs a spread over the ensemble (explore half): forests have one
+        # the baseline screens constraints and explores: it needs a spread over an ensemble
         spread = [n for n in list_predictors() if hasattr(_REGISTRY[n], "predict_dist")]
-        if self.params["predictor"] not in spread:
-            raise SpecError("strategy.predictor", self.params["predictor"], ", ".join(spread),
-                            reason="predictor-guided needs a predictor with predict_dist")
+        if self.params["baseline"] not in spread:
+            raise SpecError("strategy.baseline", self.params["baseline"], ", ".join(spread),
+                            reason="the baseline needs a predictor with predict_dist")
+        rankers = [n for n in list_predictors() if n != "zero-cost"]
+        if self.params["predictor"] not in rankers:
+            raise SpecError("strategy.predictor", self.params["predictor"], ", ".join(rankers))
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self, ctx: SearchContext, history: Sequence[TrialRecord], state: bytes | None) -> None:
@@ -70,8 +85,35 @@ class PredictorGuidedStrategy(Strategy):
             self.seen_mask = np.zeros(len(self.pool), dtype=bool)
         self.seen: set[str] = set()
         self.labelled: list[TrialRecord] = []
+        self.trusted: bool | None = saved.get("trusted")
+        self.zero_cost = self._zero_cost_on()
+        if self.tabular:
+            self.pool_F, self.weak = self.pool_X, None
+            if self.zero_cost:
+                from predictors.weak_labels import features, weak_labels
+
+                self.pool_F, self.weak = features(space), weak_labels(space).values
         for t in history:
             self._remember(t)
+
+    def _zero_cost_on(self) -> bool:
+        mode = self.params["zero_cost"]
+        if mode == "off" or not self.tabular:
+            if mode == "on" and not self.tabular:
+                self.ctx.log(f"zero_cost: on is for tabular spaces; {self.ctx.space.name} screens fresh samples "
+                             "every round, so its features stay space.encode")
+            return False
+        from predictors.weak_labels import _table_path
+
+        space = self.ctx.space
+        ready = space.name == "hwgpt-s" or _table_path(space)[0].exists()
+        if mode == "auto" and not ready:
+            self.ctx.log(f"zero-cost features off: no proxy table for {space.name} yet; "
+                         f"`nas proxies {space.name}` computes it once (then cached) and turns them on")
+            return False
+        if not ready:
+            self.ctx.log(f"computing zero-cost proxies for every {space.name} architecture (one-time, cached)")
+        return True
 
     def _remember(self, t: TrialRecord) -> None:
         self.seen.add(t.arch_id)
@@ -81,7 +123,7 @@ class PredictorGuidedStrategy(Strategy):
             self.labelled.append(t)
 
     def get_state(self) -> bytes:
-        return pickle.dumps({"rng": self.rng.bit_generator.state, "round": self.round})
+        return pickle.dumps({"rng": self.rng.bit_generator.state, "round": self.round, "trusted": self.trusted})
 
     def tell(self, proposals: Sequence[Proposal], trials: Sequence[TrialRecord]) -> list[dict[str, Any] | None]:
         for t in trials:
@@ -91,9 +133,10 @@ class PredictorGuidedStrategy(Strategy):
 
     # -- proposals -----------------------------------------------------------------
     def _candidates(self) -> tuple[list[Architecture], np.ndarray]:
+        """Unseen candidates and their features."""
         if self.tabular:
             idx = np.flatnonzero(self.available & ~self.seen_mask)
-            return [self.pool[i] for i in idx], self.pool_X[idx]
+            return [self.pool[i] for i in idx], self.pool_F[idx]
         suggest = RandomSuggest(self.rng)
         archs: dict[str, Architecture] = {}
         for _ in range(self.params["candidates"]):
@@ -102,6 +145,11 @@ class PredictorGuidedStrategy(Strategy):
                 archs.setdefault(a.arch_id, a)
         cands = list(archs.values())
         return cands, self.ctx.space.encode(cands)
+
+    def _features(self, archs: Sequence[Architecture]) -> np.ndarray:
+        if self.tabular:
+            return self.pool_F[[self.ctx.space.index_of(a) for a in archs]]
+        return self.ctx.space.encode(archs)
 
     def propose(self, n: int) -> list[Proposal]:
         cands, X = self._candidates()
@@ -167,11 +215,12 @@ class PredictorGuidedStrategy(Strategy):
         prob = self.ctx.problem
         m = len(prob.objectives)
         Z, inverse = self._targets()
-        X_lab = self.ctx.space.encode([Architecture.from_dict(t.arch) for t in self.labelled])
-        model = get_predictor(self.params["predictor"], n_estimators=self.params["n_estimators"],
-                              random_state=self.ctx.seed * 1009 + self.round)
-        model.fit(X_lab, Z if Z.shape[1] > 1 else Z[:, 0])
-        mean, std = model.predict_dist(X)
+        X_lab = self._features([Architecture.from_dict(t.arch) for t in self.labelled])
+        seed = self.ctx.seed * 1009 + self.round
+        forest = get_predictor(self.params["baseline"], n_estimators=self.params["n_estimators"], random_state=seed)
+        forest.fit(X_lab, Z if Z.shape[1] > 1 else Z[:, 0])
+        mean, std = forest.predict_dist(X)
+        lab_mean, _ = forest.predict_dist(X_lab)
 
         # constraints: predicted metric (back in its own units) against the bounds
         ok = np.ones(len(cands), dtype=bool)
@@ -179,29 +228,107 @@ class PredictorGuidedStrategy(Strategy):
             ok &= c.violations(inverse[m + j](mean[:, m + j])) <= 0
         pool = np.flatnonzero(ok) if ok.any() else np.arange(len(cands))
 
-        feasible_lab = np.array([t.feasible for t in self.labelled])
-        if self.params["compare"] == "predicted":
-            # candidates are compared with what the same forest says of the labelled archs:
-            # both sides shrink toward the mean alike, so a candidate is not written off
-            # only because a measured value is sharper than any prediction can be
-            lab_mean, _ = model.predict_dist(X_lab)
-            front = lab_mean[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
+        # the exploit ranking: the learned ranker when it has earned trust, else the forest
+        ranker, check = self.params["predictor"], {}
+        exploit, exploit_lab = mean[:, :m], lab_mean[:, :m]
+        if ranker != self.params["baseline"]:
+            check = self._trust_check(X_lab, Z[:, :m], seed)
+            if self.trusted:
+                scores = [self._ranker().fit(X_lab, -Z[:, j], **self._weak()) for j in range(m)]
+                exploit = -np.column_stack([r.predict(X) for r in scores])
+                exploit_lab = -np.column_stack([r.predict(X_lab) for r in scores])
+            else:
+                ranker = self.params["baseline"]
         else:
-            front = Z[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
+            ranker = self.params["baseline"]
+
+        feasible_lab = np.array([t.feasible for t in self.labelled])
         n_explore = int(round(n * float(self.params["explore_fraction"])))
         chosen: list[tuple[int, str]] = []
         for mode, k in (("exploit", n - n_explore), ("explore", n_explore)):
-            scale = 1.0 if mode == "exploit" else float(self.params["kappa"])
-            taken = {i for i, _ in chosen}
-            picks = self._front_layers(mean[:, :m] - (scale - 1.0) * std[:, :m], pool, front, k, taken)
+            if mode == "exploit":
+                pts, lab = exploit, exploit_lab
+            else:
+                scale = float(self.params["kappa"])
+                pts, lab = mean[:, :m] - (scale - 1.0) * std[:, :m], lab_mean[:, :m]
+            if self.params["compare"] == "predicted":
+                # candidates are compared with what the same model says of the labelled archs:
+                # both sides shrink toward the mean alike, so a candidate is not written off
+                # only because a measured value is sharper than any prediction can be
+                front = lab[feasible_lab] if feasible_lab.any() else np.empty((0, m))
+            elif mode == "exploit" and ranker != self.params["baseline"]:
+                front = np.empty((0, m))  # ranker scores and measured values share no scale
+            else:
+                front = Z[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
+            picks = self._front_layers(pts, pool, front, k, {i for i, _ in chosen})
             chosen += [(i, mode) for i in picks]
         out = []
         for i, mode in chosen:
             predicted = {o.key: float(inverse[j](mean[i, j])) for j, o in enumerate(prob.objectives)}
-            out.append(Proposal(cands[i], {"strategy": self.name, "pick": mode, "round": self.round,
-                                           "predictor": self.params["predictor"], "labels": len(self.labelled),
-                                           "screened": len(cands), "predicted": predicted}))
+            out.append(Proposal(cands[i], {
+                "strategy": self.name, "pick": mode, "round": self.round,
+                "predictor": ranker if mode == "exploit" else self.params["baseline"],
+                "labels": len(self.labelled), "screened": len(cands), "predicted": predicted,
+                "zero_cost": self.zero_cost, **({"trust": check} if check else {})}))
         return out
+
+    def _ranker(self):
+        from predictors import get_predictor
+
+        # one seed for the whole job: the ranker's pretraining on the weak pool is then done
+        # once per process and reused by every fit (predictors._rank._PRETRAINED)
+        return get_predictor(self.params["predictor"], random_state=self.ctx.seed)
+
+    def _weak(self) -> dict[str, Any]:
+        from predictors import _REGISTRY
+
+        takes_weak = "weak_X" in _REGISTRY[self.params["predictor"]].fit.__code__.co_varnames
+        if self.weak is None or not takes_weak:
+            return {}
+        return {"weak_X": self.pool_F, "weak_y": self.weak}
+
+    def _trust_check(self, X: np.ndarray, Z: np.ndarray, seed: int) -> dict[str, Any]:
+        """Cross-validated Kendall tau of the ranker and of the baseline on the labels so far.
+
+        Sets ``self.trusted`` (the ranker is used only when it is at least as good) and logs
+        the verdict whenever it changes. Folds with fewer than two distinct labels are skipped.
+        """
+        from predictors import get_predictor
+        from predictors.metrics import kendall_tau
+
+        k = int(self.params["trust_folds"])
+        folds = np.array_split(np.random.default_rng(seed).permutation(len(X)), k)
+        taus = {"predictor": [], "baseline": []}
+        for f, test in enumerate(folds):
+            train = np.setdiff1d(np.arange(len(X)), test)
+            for j in range(Z.shape[1]):
+                y_tr, y_te = -Z[train, j], -Z[test, j]
+                if len(test) < 2 or np.ptp(y_tr) == 0 or np.ptp(y_te) == 0:
+                    continue
+                base = get_predictor(self.params["baseline"], n_estimators=self.params["n_estimators"],
+                                     random_state=seed + f).fit(X[train], y_tr)
+                rank = self._ranker().fit(X[train], y_tr, **self._weak())
+                taus["baseline"].append(kendall_tau(y_te, base.predict(X[test])))
+                taus["predictor"].append(kendall_tau(y_te, rank.predict(X[test])))
+        name, base_name = self.params["predictor"], self.params["baseline"]
+        if not taus["predictor"]:
+            verdict, check = False, {"folds": 0}
+        else:
+            t_pred, t_base = float(np.mean(taus["predictor"])), float(np.mean(taus["baseline"]))
+            verdict = t_pred >= t_base
+            check = {name: round(t_pred, 4), base_name: round(t_base, 4), "folds": k}
+        if verdict != self.trusted:
+            if not taus["predictor"]:
+                msg = f"{name}: too few distinct labels to cross-validate; {base_name} ranks for now"
+            elif verdict:
+                msg = (f"{name} trusted: cross-validated Kendall tau {check[name]:.3f} >= {base_name} "
+                       f"{check[base_name]:.3f} on {len(X)} labels; it ranks the exploit half")
+            else:
+                msg = (f"{name} not trusted: cross-validated Kendall tau {check[name]:.3f} < {base_name} "
+                       f"{check[base_name]:.3f} on {len(X)} labels; falling back to {base_name}")
+            self.ctx.log(f"round {self.round}: {msg}")
+            self.trusted = verdict
+        return check
 
     @staticmethod
     def _front_layers(pts: np.ndarray, pool: np.ndarray, front: np.ndarray, k: int, taken: set[int]) -> list[int]:
