@@ -265,11 +265,15 @@ def test_predictor_guided_records_predictor_and_labels(baseline):
         if labels_before < init:
             assert src["pick"] == "random-init" and "predictor" not in src
         else:
-            trusted = src["trust"]["lambdarank"] >= src["trust"]["rf"]
-            # exploit picks come from the ranker when it cross-validates at least as well as the
-            # baseline, else from the baseline; explore picks always from the forest's spread
-            expected = "rf" if src["pick"] == "explore" or not trusted else "lambdarank"
-            assert src["predictor"] == expected
+            # exploit picks: per objective, the ranker when it cross-validates at least as well
+            # as the baseline, else the baseline; explore picks always from the forest's spread
+            if src["pick"] == "explore":
+                assert src["predictor"] == "ridge-rf"
+            else:
+                for key, used in src["predictors"].items():
+                    c = src["trust"][key]
+                    assert used == ("lambdarank" if c["lambdarank"] >= c["ridge-rf"] else "ridge-rf")
+                assert src["predictor"] == "+".join(dict.fromkeys(src["predictors"].values()))
             assert src["pick"] in ("exploit", "explore")
             assert src["screened"] > batch  # screened a large pool, evaluated a few
             assert set(src["predicted"]) == {"accuracy", "latency_ms@raspi4"}
@@ -280,6 +284,8 @@ def test_predictor_guided_logs_its_trust_verdicts(baseline, module_store):
     result, _ = baseline("predictor-guided", "nb201", budget=40)
     verdicts = [m for _, m in module_store.logs(result.job_id) if "trusted" in m or "falling back" in m]
     assert verdicts and verdicts[0].startswith("round 1: lambdarank")
+    # one verdict per objective, each with the figures it was made on
+    assert any(" on accuracy:" in m for m in verdicts) and any(" on latency_ms@raspi4:" in m for m in verdicts)
     assert "cross-validated Kendall tau" in verdicts[0]
 
 
@@ -313,10 +319,11 @@ def test_an_untrustworthy_predictor_falls_back_to_the_baseline(store):
     finally:
         predictors._REGISTRY.pop("contrarian")
     logs = [m for _, m in store.logs(result.job_id)]
-    assert any("contrarian not trusted" in m and "falling back to rf" in m for m in logs), logs
+    assert any("contrarian not trusted on perplexity" in m and "falling back to ridge-rf" in m for m in logs), logs
     model_based = [t.source for t in result.trials if "trust" in t.source]
-    assert model_based and all(s["predictor"] == "rf" for s in model_based)
-    assert all(s["trust"]["contrarian"] < s["trust"]["rf"] for s in model_based)
+    assert model_based and all(s["predictor"] == "ridge-rf" for s in model_based)
+    assert all(s["trust"][key]["contrarian"] < s["trust"][key]["ridge-rf"]
+               for s in model_based for key in ("perplexity", "latency_ms@a100"))
 
 
 def test_predictor_guided_on_nnmeter_device_spends_the_full_budget(store):

@@ -42,7 +42,7 @@ __all__ = ["PredictorGuidedStrategy"]
 
 class PredictorGuidedStrategy(Strategy):
     name = "predictor-guided"
-    defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "lambdarank", "baseline": "rf",
+    defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "lambdarank", "baseline": "ridge-rf",
                 "n_estimators": 100, "explore_fraction": 0.5, "kappa": 2.0, "transform": "auto",
                 "compare": "predicted", "zero_cost": "auto", "trust_folds": 3}
 
@@ -85,7 +85,7 @@ class PredictorGuidedStrategy(Strategy):
             self.seen_mask = np.zeros(len(self.pool), dtype=bool)
         self.seen: set[str] = set()
         self.labelled: list[TrialRecord] = []
-        self.trusted: bool | None = saved.get("trusted")
+        self.trusted: list[bool] | None = saved.get("trusted")
         self.check: dict[str, Any] | None = saved.get("check")
         self.zero_cost = self._zero_cost_on()
         if self.tabular:
@@ -230,23 +230,23 @@ class PredictorGuidedStrategy(Strategy):
             ok &= c.violations(inverse[m + j](mean[:, m + j])) <= 0
         pool = np.flatnonzero(ok) if ok.any() else np.arange(len(cands))
 
-        # the exploit ranking: the learned ranker when it has earned trust, else the forest
-        ranker, check = self.params["predictor"], {}
-        exploit, exploit_lab = mean[:, :m], lab_mean[:, :m]
-        if ranker != self.params["baseline"]:
+        # the exploit ranking, per objective: the learned ranker where it has earned trust,
+        # else the baseline forest (rankers tend to win on quality, ridge-rf on latency)
+        base_name, check = self.params["baseline"], {}
+        used = [base_name] * m
+        exploit, exploit_lab = mean[:, :m].copy(), lab_mean[:, :m].copy()
+        if self.params["predictor"] != base_name:
             # re-checked as the labels grow by half (10, 15, 23, 35, ... labels): a verdict
             # changes slowly, and each check costs k fits of both models per objective
             if self.check is None or len(X_lab) >= 1.5 * self.check["labels"]:
                 self.check = self._trust_check(X_lab, Z[:, :m], seed)
             check = self.check
-            if self.trusted:
-                scores = [self._ranker().fit(X_lab, -Z[:, j], **self._weak()) for j in range(m)]
-                exploit = -np.column_stack([r.predict(X) for r in scores])
-                exploit_lab = -np.column_stack([r.predict(X_lab) for r in scores])
-            else:
-                ranker = self.params["baseline"]
-        else:
-            ranker = self.params["baseline"]
+            for j in range(m):
+                if self.trusted and self.trusted[j]:
+                    r = self._ranker().fit(X_lab, -Z[:, j], **self._weak())
+                    exploit[:, j], exploit_lab[:, j] = -r.predict(X), -r.predict(X_lab)
+                    used[j] = self.params["predictor"]
+        ranker = "+".join(dict.fromkeys(used))  # e.g. "lambdarank", "ridge-rf", "lambdarank+ridge-rf"
 
         feasible_lab = np.array([t.feasible for t in self.labelled])
         n_explore = int(round(n * float(self.params["explore_fraction"])))
@@ -262,7 +262,7 @@ class PredictorGuidedStrategy(Strategy):
                 # both sides shrink toward the mean alike, so a candidate is not written off
                 # only because a measured value is sharper than any prediction can be
                 front = lab[feasible_lab] if feasible_lab.any() else np.empty((0, m))
-            elif mode == "exploit" and ranker != self.params["baseline"]:
+            elif mode == "exploit" and ranker != base_name:
                 front = np.empty((0, m))  # ranker scores and measured values share no scale
             else:
                 front = Z[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
@@ -273,7 +273,8 @@ class PredictorGuidedStrategy(Strategy):
             predicted = {o.key: float(inverse[j](mean[i, j])) for j, o in enumerate(prob.objectives)}
             out.append(Proposal(cands[i], {
                 "strategy": self.name, "pick": mode, "round": self.round,
-                "predictor": ranker if mode == "exploit" else self.params["baseline"],
+                "predictor": ranker if mode == "exploit" else base_name,
+                **({"predictors": dict(zip([o.key for o in prob.objectives], used))} if mode == "exploit" else {}),
                 "labels": len(self.labelled), "screened": len(cands), "predicted": predicted,
                 "zero_cost": self.zero_cost, **({"trust": check} if check else {})}))
         return out
@@ -294,46 +295,55 @@ class PredictorGuidedStrategy(Strategy):
         return {"weak_X": self.pool_F, "weak_y": self.weak}
 
     def _trust_check(self, X: np.ndarray, Z: np.ndarray, seed: int) -> dict[str, Any]:
-        """Cross-validated Kendall tau of the ranker and of the baseline on the labels so far.
+        """Cross-validated Kendall tau of the ranker and of the baseline, per objective.
 
-        Sets ``self.trusted`` (the ranker is used only when it is at least as good) and logs
-        the verdict whenever it changes. Folds with fewer than two distinct labels are skipped.
+        Sets ``self.trusted`` (per objective: the ranker is used only where it is at least as
+        good) and logs each verdict when it changes. Folds with fewer than two distinct labels
+        are skipped; an objective with no usable fold is not trusted.
         """
         from predictors import get_predictor
         from predictors.metrics import kendall_tau
 
         k = int(self.params["trust_folds"])
         folds = np.array_split(np.random.default_rng(seed).permutation(len(X)), k)
-        taus = {"predictor": [], "baseline": []}
-        for f, test in enumerate(folds):
-            train = np.setdiff1d(np.arange(len(X)), test)
-            for j in range(Z.shape[1]):
+        name, base_name = self.params["predictor"], self.params["baseline"]
+        keys = [o.key for o in self.ctx.problem.objectives]
+        check: dict[str, Any] = {"folds": k, "labels": len(X)}
+        verdicts = []
+        for j, key in enumerate(keys):
+            taus: dict[str, list[float]] = {name: [], base_name: []}
+            for f, test in enumerate(folds):
+                train = np.setdiff1d(np.arange(len(X)), test)
                 y_tr, y_te = -Z[train, j], -Z[test, j]
                 if len(test) < 2 or np.ptp(y_tr) == 0 or np.ptp(y_te) == 0:
                     continue
-                base = get_predictor(self.params["baseline"], n_estimators=self.params["n_estimators"],
+                base = get_predictor(base_name, n_estimators=self.params["n_estimators"],
                                      random_state=seed + f).fit(X[train], y_tr)
                 rank = self._ranker().fit(X[train], y_tr, **self._weak())
-                taus["baseline"].append(kendall_tau(y_te, base.predict(X[test])))
-                taus["predictor"].append(kendall_tau(y_te, rank.predict(X[test])))
-        name, base_name = self.params["predictor"], self.params["baseline"]
-        if not taus["predictor"]:
-            verdict, check = False, {"folds": 0, "labels": len(X)}
-        else:
-            t_pred, t_base = float(np.mean(taus["predictor"])), float(np.mean(taus["baseline"]))
-            verdict = t_pred >= t_base
-            check = {name: round(t_pred, 4), base_name: round(t_base, 4), "folds": k, "labels": len(X)}
-        if verdict != self.trusted:
-            if not taus["predictor"]:
-                msg = f"{name}: too few distinct labels to cross-validate; {base_name} ranks for now"
-            elif verdict:
-                msg = (f"{name} trusted: cross-validated Kendall tau {check[name]:.3f} >= {base_name} "
-                       f"{check[base_name]:.3f} on {len(X)} labels; it ranks the exploit half")
+                taus[base_name].append(kendall_tau(y_te, base.predict(X[test])))
+                taus[name].append(kendall_tau(y_te, rank.predict(X[test])))
+            if not taus[name]:
+                verdicts.append(False)
+                check[key] = {"folds": 0}
+                continue
+            t_pred, t_base = float(np.mean(taus[name])), float(np.mean(taus[base_name]))
+            verdicts.append(t_pred >= t_base)
+            check[key] = {name: round(t_pred, 4), base_name: round(t_base, 4)}
+        old = self.trusted or [None] * len(keys)
+        for j, key in enumerate(keys):
+            if verdicts[j] == old[j]:
+                continue
+            c = check[key]
+            if "folds" in c:
+                msg = f"{name} on {key}: too few distinct labels to cross-validate; {base_name} ranks for now"
+            elif verdicts[j]:
+                msg = (f"{name} trusted on {key}: cross-validated Kendall tau {c[name]:.3f} >= {base_name} "
+                       f"{c[base_name]:.3f} on {len(X)} labels; it ranks the exploit half")
             else:
-                msg = (f"{name} not trusted: cross-validated Kendall tau {check[name]:.3f} < {base_name} "
-                       f"{check[base_name]:.3f} on {len(X)} labels; falling back to {base_name}")
+                msg = (f"{name} not trusted on {key}: cross-validated Kendall tau {c[name]:.3f} < {base_name} "
+                       f"{c[base_name]:.3f} on {len(X)} labels; falling back to {base_name}")
             self.ctx.log(f"round {self.round}: {msg}")
-            self.trusted = verdict
+        self.trusted = verdicts
         return check
 
     @staticmethod
