@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 warnings.simplefilter("ignore")
+# benchmarks/predictors.py shares the package's name: keep this folder off the import path
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from nas import run_job  # noqa: E402
 from nas.engine import prepare_job  # noqa: E402

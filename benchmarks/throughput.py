@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# benchmarks/predictors.py shares the package's name: keep this folder off the import path
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_OUT = HERE / "results" / "throughput.json"
 SCREEN_TARGET = 20_000  # candidates/s on two cores (issue)

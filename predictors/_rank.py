@@ -85,7 +85,7 @@ class RankMLP(RegressorMixin, BaseEstimator):
     def __init__(self, loss: str = "lambdarank", hidden: int = 64, epochs: int = 150, lr: float = 5e-3,
                  weight_decay: float = 5e-4, batch_size: int = 20, pretrain_epochs: int = 60, sigma: float = 1.0,
                  pretrain_batch_size: int = 128, prior: str = "rf", floor: float = 0.5,
-                 random_state: int | None = None) -> None:
+                 max_steps: int = 1500, random_state: int | None = None) -> None:
         self.loss = loss
         self.hidden = hidden
         self.epochs = epochs
@@ -97,6 +97,7 @@ class RankMLP(RegressorMixin, BaseEstimator):
         self.pretrain_batch_size = pretrain_batch_size
         self.prior = prior
         self.floor = floor
+        self.max_steps = max_steps
         self.random_state = random_state
 
     def _check_params(self) -> None:
@@ -104,7 +105,7 @@ class RankMLP(RegressorMixin, BaseEstimator):
             raise ValueError(f"prior: got {self.prior!r}; valid: rf, none")
         if self.loss not in ("lambdarank", "ranknet"):
             raise ValueError(f"loss: got {self.loss!r}; valid: lambdarank, ranknet")
-        for name in ("hidden", "epochs", "batch_size", "pretrain_batch_size"):
+        for name in ("hidden", "epochs", "batch_size", "pretrain_batch_size", "max_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: got {v!r}; valid: an integer >= 1")
@@ -218,7 +219,10 @@ class RankMLP(RegressorMixin, BaseEstimator):
         Xt = self._tensor(X)
         yt = torch.as_tensor(y, dtype=torch.float64)
         rel = torch.as_tensor(relevance(y, float(np.quantile(y, 0.2)), float(y.max())), dtype=torch.float64)
-        for _ in range(self.epochs):
+        # at most ``max_steps`` updates: beyond a few hundred labels, more epochs cost linear time
+        # and change the order little (N <= 200, the benchmark's sizes, are not capped)
+        n_batches = -(-len(Xt) // self.batch_size)
+        for _ in range(max(1, min(self.epochs, self.max_steps // n_batches))):
             for idx in torch.randperm(len(Xt), generator=gen).split(self.batch_size):
                 if len(idx) < 2:
                     continue
@@ -255,8 +259,8 @@ class RankNetMLP(RankMLP):
     def __init__(self, loss: str = "ranknet", hidden: int = 64, epochs: int = 150, lr: float = 5e-3,
                  weight_decay: float = 5e-4, batch_size: int = 20, pretrain_epochs: int = 60, sigma: float = 1.0,
                  pretrain_batch_size: int = 128, prior: str = "rf", floor: float = 0.5,
-                 random_state: int | None = None) -> None:
+                 max_steps: int = 1500, random_state: int | None = None) -> None:
         super().__init__(loss=loss, hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, pretrain_epochs=pretrain_epochs, sigma=sigma,
                          pretrain_batch_size=pretrain_batch_size, prior=prior, floor=floor,
-                         random_state=random_state)
+                         max_steps=max_steps, random_state=random_state)

@@ -249,8 +249,11 @@ def test_resume_with_a_different_spec_prints_one_line_with_the_bar_on(db, tmp_pa
 # -- kill -9 in the middle of a job, then --resume ---------------------------------------
 def test_kill_9_then_resume_finishes_the_job_exactly(db, tmp_path):
     budget = 400
-    spec_path = write_spec(tmp_path / "job.yaml", nb201_spec("predictor-guided", budget=budget,
-                                                             execution={"backend": "inline"}))
+    # ridge-rf: this is about kill and resume (the default ranker's resume is tested in
+    # test_engine); 400 evaluations of ranker refits would not fit the test's time limits
+    spec = nb201_spec("predictor-guided", budget=budget, execution={"backend": "inline"})
+    spec["strategy"]["predictor"] = "ridge-rf"
+    spec_path = write_spec(tmp_path / "job.yaml", spec)
     store = Store(db)  # migrate first, so the child and this poller never race on the schema
     # the same spec uninterrupted, in its own database, started alongside the job to kill
     reference_json = tmp_path / "reference.json"
