@@ -168,6 +168,8 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     from predictors.weak_labels import _table_path, proxy_table
     from spaces import SpacesError, TabularSpace, get_space
 
+    if args.jobs is not None and args.jobs < 1:
+        return _fail(f"--jobs: got {args.jobs}; valid: an integer >= 1")
     config = {}
     for pair in args.config:
         key, sep, value = pair.partition("=")

@@ -34,7 +34,11 @@ def _digest(*parts) -> str:
 
     h = hashlib.blake2b(digest_size=16)
     for p in parts:
-        h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else repr(p).encode())
+        if isinstance(p, np.ndarray):
+            h.update(repr((p.shape, p.dtype.str)).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(repr(p).encode())
     return h.hexdigest()
 
 
@@ -109,12 +113,19 @@ class RankMLP(RegressorMixin, BaseEstimator):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: got {v!r}; valid: an integer >= 1")
-        if not isinstance(self.pretrain_epochs, int) or self.pretrain_epochs < 0:
+        if self.floor is True or self.floor is False:
+            raise ValueError(f"floor: got {self.floor!r}; valid: a number >= 0")
+        if not isinstance(self.pretrain_epochs, int) or isinstance(self.pretrain_epochs, bool) or self.pretrain_epochs < 0:
             raise ValueError(f"pretrain_epochs: got {self.pretrain_epochs!r}; valid: an integer >= 0")
         if not (isinstance(self.floor, (int, float)) and np.isfinite(self.floor) and self.floor >= 0):
             raise ValueError(f"floor: got {self.floor!r}; valid: a number >= 0")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr: got {self.lr!r}; valid: a number > 0")
+        for name in ("lr", "sigma"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+                raise ValueError(f"{name}: got {v!r}; valid: a finite number > 0")
+        rs = self.random_state
+        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, (int, np.integer)) or not 0 <= rs < 2**31):
+            raise ValueError(f"random_state: got {rs!r}; valid: None or an integer in [0, 2**31)")
 
     def fit(self, X, y, sample_weight=None, weak_X=None, weak_y=None) -> RankMLP:
         import torch
@@ -130,9 +141,13 @@ class RankMLP(RegressorMixin, BaseEstimator):
         if weak_X is not None:
             weak_X = np.asarray(weak_X, dtype=np.float64)
             weak_y = np.asarray(weak_y, dtype=np.float64)
-            weak_y = weak_y.reshape(-1, 1) if weak_y.ndim == 1 else weak_y
+            weak_y = weak_y.reshape(-1, 1) if weak_y.ndim <= 1 else weak_y
             if weak_X.ndim != 2 or weak_X.shape[1] != X.shape[1]:
                 raise ValueError(f"weak_X: got shape {weak_X.shape}; it needs {X.shape[1]} columns like X")
+            if not np.all(np.isfinite(weak_X)):
+                raise ValueError("weak_X: contains NaN or infinite values; every feature must be finite")
+            if weak_y.ndim not in (1, 2):
+                raise ValueError(f"weak_y: got {weak_y.ndim} dimensions; give one row per row of weak_X")
             if len(weak_y) != len(weak_X):
                 raise ValueError(f"weak_y: got {len(weak_y)} rows for {len(weak_X)} rows of weak_X; give one per row")
             if np.isinf(weak_y).any():

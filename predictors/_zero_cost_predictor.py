@@ -29,6 +29,11 @@ class ZeroCostPredictor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     def _column(self, n_features: int) -> int:
+        if n_features <= len(PROXY_COLUMNS) and self.n_proxies == len(PROXY_COLUMNS):
+            raise ValueError(f"X: got {n_features} columns; zero-cost reads the proxy columns that "
+                             "predictors.weak_labels.features appends to the encoding (set n_proxies for another layout)")
+        if isinstance(self.n_proxies, bool):
+            raise ValueError(f"n_proxies: got {self.n_proxies!r}; valid: an integer")
         if not isinstance(self.n_proxies, int) or not 1 <= self.n_proxies <= min(n_features, len(PROXY_COLUMNS)):
             raise ValueError(f"n_proxies: got {self.n_proxies!r}; valid: 1 to {min(n_features, len(PROXY_COLUMNS))}")
         names = PROXY_COLUMNS[:self.n_proxies]
@@ -40,6 +45,8 @@ class ZeroCostPredictor(RegressorMixin, BaseEstimator):
         from scipy.stats import spearmanr
 
         X, y = check_fit_input(X, y)
+        if np.asarray(y).ndim > 1 and np.asarray(y).shape[1] != 1:
+            raise ValueError(f"y: got {np.asarray(y).shape[1]} columns; zero-cost ranks by one label (1 column)")
         self.n_features_in_ = X.shape[1]
         self.column_ = self._column(X.shape[1])
         y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)[:, 0]

@@ -1,8 +1,8 @@
 """Weak labels for a space: cheap scores of every architecture, for pretraining rankers.
 
-``weak_labels(space, archs)`` returns a :class:`WeakLabels` table, one column per score,
-oriented so that higher is better for quality (size columns are left as they are: the
-pretraining regresses on them, it does not rank by them). Sources, per space:
+``weak_labels(space, archs)`` returns a :class:`WeakLabels` table, one column per score, each
+as its source defines it (pretraining regresses on every column, so a score's direction does
+not matter; NASLib's ``plain`` even falls as accuracy rises). Sources, per space:
 
 - spaces that can ``materialize`` a network: zero-cost proxies computed here on the
   untrained network (``predictors.zero_cost``), over real photos;
@@ -71,9 +71,17 @@ def _proxy_settings(space) -> dict[str, Any]:
 def _score_chunk(space, archs: Sequence[Any], settings: dict[str, Any]) -> np.ndarray:
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one process per core does better than threads on these tiny nets
+    try:
+        return _score_rows(space, archs, settings)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _score_rows(space, archs: Sequence[Any], settings: dict[str, Any]) -> np.ndarray:
     from .zero_cost import compute_proxies, image_batch
 
-    torch.set_num_threads(1)  # one process per core does better than threads on these tiny nets
     net = dict(settings["net"])
     batch = net.pop("batch")
     side = int(space.example_inputs(archs[0])[0].shape[-1])
@@ -203,6 +211,11 @@ def features(space, archs: Sequence[Any] | None = None, **proxy_kw: Any) -> np.n
     ranking predictors read the proxies directly this way, which is worth more than the
     encoding alone (README, predictor benchmark); the ``zero-cost`` predictor reads one.
     """
+    if archs is not None and space.name in ("nb201", "hwgpt-s") and (
+            space.name == "hwgpt-s" or _table_path(space)[0].exists()):
+        # rows of the whole table: a missing score is filled from the whole table's minimum,
+        # so an architecture's features do not depend on what else is asked for with it
+        return features(space, **proxy_kw)[[space.index_of(a) for a in archs]]
     X = space.encoded_table() if archs is None and hasattr(space, "encoded_table") else space.encode(archs)
     table = weak_labels(space, archs, **proxy_kw)
     own = [n for n in table.names if not n.startswith("naslib_")]

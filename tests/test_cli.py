@@ -376,6 +376,7 @@ def test_ctrl_c_on_ray_cancels_and_resume_finishes_exactly(db, tmp_path):
     (["proxies", "nb201", "cifar10"], "config: got 'cifar10'; write KEY=VALUE"),
     (["proxies", "hwgpt-s"], "hwgpt-s has no proxy table to compute"),
     (["proxies", "nb999"], "nb999"),
+    (["proxies", "nb201", "--jobs", "0"], "--jobs: got 0; valid: an integer >= 1"),
 ])
 def test_proxies_bad_input(tmp_path, args, needle):
     out = run_nas(f"sqlite:///{tmp_path}/nas.db", *args)

@@ -122,10 +122,19 @@ def test_zero_cost_ranks_by_one_proxy_column_with_a_learned_sign():
         get_predictor("zero-cost", proxy="nwot", n_proxies=2).fit(X, y)
     with pytest.raises(ValueError, match="^n_proxies: got 9"):
         get_predictor("zero-cost", n_proxies=9).fit(X, y)
+    with pytest.raises(ValueError, match="^X: got 3 columns; zero-cost reads the proxy columns"):
+        get_predictor("zero-cost").fit(X[:, :3], y)
+    with pytest.raises(ValueError, match="^y: got 2 columns"):
+        get_predictor("zero-cost").fit(X, np.c_[y, y])
 
 
 @pytest.mark.parametrize("params, needle", [({"floor": -1}, "^floor: got -1"), ({"prior": "svm"}, "^prior: got 'svm'"),
-                                            ({"pretrain_batch_size": 0}, "^pretrain_batch_size: got 0")])
+                                            ({"pretrain_batch_size": 0}, "^pretrain_batch_size: got 0"),
+                                            ({"sigma": float("nan")}, "^sigma: got nan"),
+                                            ({"lr": float("inf")}, "^lr: got inf"),
+                                            ({"random_state": "a"}, "^random_state: got 'a'"),
+                                            ({"random_state": -1}, "^random_state: got -1"),
+                                            ({"floor": True}, "^floor: got True")])
 def test_ranker_more_bad_parameters(params, needle):
     with pytest.raises(ValueError, match=needle):
         get_predictor("ranknet", **params).fit(np.random.rand(10, 3), np.arange(10.0))
@@ -141,6 +150,8 @@ def test_weak_labels_may_be_missing_but_not_infinite():
     W[0, 0] = np.inf
     with pytest.raises(ValueError, match="^weak_y: infinite values"):
         get_predictor("lambdarank").fit(X[:20], y, weak_X=X, weak_y=W)
+    with pytest.raises(ValueError, match="^weak_X: contains NaN"):
+        get_predictor("lambdarank").fit(X[:20], y, weak_X=np.where(X > 0.99, np.nan, X), weak_y=W[:, :1])
     with pytest.raises(ValueError, match="^weak_y: got 199 rows for 200"):
         get_predictor("lambdarank").fit(X[:20], y, weak_X=X, weak_y=W[1:])
 

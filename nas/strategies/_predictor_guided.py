@@ -2,7 +2,7 @@
 
 Each round, on every labelled trial (objectives as minimisation; heavy-tailed ones by quantile):
 
-- the **baseline** forest (default ``rf``) predicts every objective and constrained metric of
+- the **baseline** forest (default ``ridge-rf``) predicts every objective and constrained metric of
   the candidate pool (the table for a tabular space, else ``candidates`` random samples), with
   a spread over its trees; candidates predicted to break a constraint are dropped;
 - the **predictor** (default ``lambdarank``, a learned ranker; one per objective) ranks the
@@ -87,7 +87,9 @@ class PredictorGuidedStrategy(Strategy):
         self.labelled: list[TrialRecord] = []
         self.trusted: list[bool] | None = saved.get("trusted")
         self.check: dict[str, Any] | None = saved.get("check")
-        self.zero_cost = self._zero_cost_on()
+        # decided once per job and saved: a proxy table that appears mid-job (``nas proxies``)
+        # must not change the features of a resumed job
+        self.zero_cost = saved["zero_cost"] if "zero_cost" in saved else self._zero_cost_on()
         if self.tabular:
             self.pool_F, self.weak = self.pool_X, None
             if self.zero_cost:
@@ -125,7 +127,7 @@ class PredictorGuidedStrategy(Strategy):
 
     def get_state(self) -> bytes:
         return pickle.dumps({"rng": self.rng.bit_generator.state, "round": self.round, "trusted": self.trusted,
-                             "check": self.check})
+                             "check": self.check, "zero_cost": self.zero_cost})
 
     def tell(self, proposals: Sequence[Proposal], trials: Sequence[TrialRecord]) -> list[dict[str, Any] | None]:
         for t in trials:
@@ -287,9 +289,9 @@ class PredictorGuidedStrategy(Strategy):
         return get_predictor(self.params["predictor"], random_state=self.ctx.seed)
 
     def _weak(self) -> dict[str, Any]:
-        from predictors import _REGISTRY
+        import inspect
 
-        takes_weak = "weak_X" in _REGISTRY[self.params["predictor"]].fit.__code__.co_varnames
+        takes_weak = "weak_X" in inspect.signature(self._ranker().fit).parameters
         if self.weak is None or not takes_weak:
             return {}
         return {"weak_X": self.pool_F, "weak_y": self.weak}
