@@ -150,9 +150,14 @@ def proxy_table(space, *, n_jobs: int | None = None, progress: Callable[[int, in
                 use_cache: bool = True) -> WeakLabels:
     """Zero-cost proxies of every architecture of a tabular space, cached on disk."""
     path, settings = _table_path(space)
+    memo = space._cache.data
+    if use_cache and memo.get("proxy_table_path") == path:
+        return memo["proxy_table"]  # read once per process: features() and proxy_scores() ask often
     if use_cache and path.exists():
         with np.load(path) as f:
-            return WeakLabels(tuple(str(n) for n in f["names"]), f["values"])
+            table = WeakLabels(tuple(str(n) for n in f["names"]), f["values"])
+        memo["proxy_table_path"], memo["proxy_table"] = path, table
+        return table
     values = _score(space, space.enumerate(), settings, n_jobs, progress)
     table = WeakLabels(tuple(settings["proxies"]), values)
     if use_cache:
@@ -160,6 +165,7 @@ def proxy_table(space, *, n_jobs: int | None = None, progress: Callable[[int, in
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(tmp, names=np.array(table.names), values=table.values)
         os.replace(tmp, path)  # atomic: a killed computation leaves no half-written cache
+        memo["proxy_table_path"], memo["proxy_table"] = path, table
     return table
 
 
