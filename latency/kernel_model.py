@@ -339,13 +339,17 @@ class KernelSumModel(RooflineModel):
         self.ratio_ = float(np.median(self.theta_ / prior))
         self.coef_ = np.r_[self.theta_, self.intercept_]
 
-    def fit(self, X, y) -> KernelSumModel:
+    def fit(self, X, y=None) -> KernelSumModel:
+        """Fit on networks ``X`` and their measured latencies ``y`` (ms). With ``y=None`` (or
+        fewer than 3 networks) the kernels keep their profiled times: the uncalibrated prior."""
         for name, v, lo in (("n_estimators", self.n_estimators, 1), ("adaptive_rounds", self.adaptive_rounds, 0),
                             ("adaptive_samples", self.adaptive_samples, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name}: got {v!r}; valid: an integer >= {lo}")
         graphs = self._graphs(X)
-        y = _check_y(y, len(graphs))
+        if not graphs:
+            raise ValueError("X: got no networks; valid: at least one (its kernels are profiled)")
+        y = None if y is None else _check_y(y, len(graphs))
         self._setup(graphs)
         ks = list({k.key: k for g in graphs for k in kernels(g, self.rules_)}.values())
         self._time_kernels(ks)
@@ -370,5 +374,10 @@ class KernelSumModel(RooflineModel):
             ks = ks + extra
             self._fit_forests(ks)
         self.n_kernels_profiled_ = len(ks)
+        if y is None or len(y) < 3:
+            self.kernel_index_, self.theta_, self.type_ratio_, self.ratio_ = {}, np.zeros(0), {}, 1.0
+            self.intercept_, self.lam_ = self.peaks_[2], None  # one call of the runtime
+            self.coef_ = np.r_[self.intercept_]
+            return self
         self._calibrate_kernels(graphs, y)
         return self

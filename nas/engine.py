@@ -229,6 +229,7 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
         fresh = list({a.arch_id: a for a in fresh}.values())
         results = dict(zip((a.arch_id for a in fresh), executor.evaluate(evaluator, fresh)))
         trials, new_evals = [], 0
+        measurements = [m for r in results.values() for m in r.measurements]
         in_batch: dict[str, TrialRecord] = {}  # first trial of each arch in this round
         for i, p in enumerate(proposals):
             source = dict(p.source)
@@ -258,7 +259,8 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
                           hypervolume=hv, best=best, seconds=time.perf_counter() - t0,
                           info={"new_evaluations": new_evals, "failed": sum(t.state == "fail" for t in trials),
                                 "unmeasured": sum(t.state == "unmeasured" for t in trials)})
-        store.save_round(job_id, owner, trials, rec, strategy.get_state(), hypervolume=hv)
+        store.save_round(job_id, owner, trials, rec, strategy.get_state(), hypervolume=hv,
+                         measurements=_measurements(measurements, job_log))
         history = all_trials
         if progress:
             progress(Progress(job_id, rnd, n_eval, budget, n_trials, hv, best))
@@ -270,6 +272,25 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
             break
     if n_eval < budget:
         job_log(f"budget not spent: {n_eval} of {budget} evaluations", "warning")
+
+
+def _measurements(raw: list[dict[str, Any]], job_log: Callable[..., None]) -> list[Any]:
+    """Evaluators' measurement dicts as ``latency.Measurement``; a bad one is logged, not stored."""
+    if not raw:
+        return []
+    from latency import LatencyError, Measurement
+
+    out = []
+    for d in raw:
+        try:
+            m = Measurement.from_dict(d)
+        except LatencyError as e:
+            job_log(f"measurement of {d.get('subject')} rejected: {e}", "warning")
+            continue
+        if not m.ok:
+            job_log(f"profiling {m.subject} on {m.target.name} failed: {m.error.splitlines()[0][:300]}", "warning")
+        out.append(m)
+    return out
 
 
 def _make_trial(job_id: str, number: int, rnd: int, arch: Architecture, problem: Problem,

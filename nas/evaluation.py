@@ -16,12 +16,21 @@ from spaces import Architecture, SearchSpace, TabularSpace
 
 from .errors import EvaluationError
 
-__all__ = ["Evaluator", "TabularEvaluator", "make_evaluator", "EvalResult", "Executor", "InlineExecutor",
-           "RayTuneExecutor", "make_executor"]
+__all__ = ["Evaluator", "Evaluation", "TabularEvaluator", "ProfilingEvaluator", "CompositeEvaluator",
+           "make_evaluator", "EvalResult", "Executor", "InlineExecutor", "RayTuneExecutor", "make_executor"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What an evaluator may return instead of a plain dict: the metrics plus the latency
+    Measurements behind them (as ``Measurement.to_dict()``), which the driver stores."""
+
+    metrics: dict[str, float]
+    measurements: tuple[dict[str, Any], ...] = ()
 
 
 class Evaluator(abc.ABC):
-    """Measures one architecture: returns ``{metric key: value}``.
+    """Measures one architecture: returns ``{metric key: value}`` or an :class:`Evaluation`.
 
     Contract: picklable (shipped to Ray workers), no side effects on the database
     (workers never write; the driver is the single writer), may raise on failure. A key
@@ -29,7 +38,11 @@ class Evaluator(abc.ABC):
     """
 
     @abc.abstractmethod
-    def __call__(self, arch: Architecture) -> dict[str, float]: ...
+    def __call__(self, arch: Architecture) -> dict[str, float] | Evaluation: ...
+
+
+def _split(out: dict[str, float] | Evaluation) -> tuple[dict[str, float], tuple[dict[str, Any], ...]]:
+    return (out.metrics, out.measurements) if isinstance(out, Evaluation) else (out, ())
 
 
 class TabularEvaluator(Evaluator):
@@ -42,10 +55,86 @@ class TabularEvaluator(Evaluator):
         return self.space.lookup(arch, self.keys)
 
 
-def make_evaluator(space: SearchSpace, keys: Sequence[str]) -> Evaluator:
-    if isinstance(space, TabularSpace):
-        return TabularEvaluator(space, keys)
-    raise EvaluationError(f"space {space.name!r} has no evaluator yet")
+class ProfilingEvaluator(Evaluator):
+    """Profiles the architecture's network on this machine, one Measurement per profiled key
+    (``latency_ms@cpu-ort``: the built-in Target ``cpu-ort``, ONNX Runtime).
+
+    Profiling runs one at a time per machine (a file lock), whatever the executor's
+    concurrency: two networks timed side by side on two cores would time each other. A
+    network that fails to export or compile leaves its key out (the trial is unmeasured)
+    and its Measurement records why.
+    """
+
+    def __init__(self, space: SearchSpace, keys: Sequence[str], protocol: dict[str, Any] | None = None) -> None:
+        self.space, self.keys, self.protocol = space, tuple(keys), dict(protocol or {})
+
+    def __call__(self, arch: Architecture) -> Evaluation:
+        from latency import get_target
+        from latency.profilers import get_profiler
+
+        module = self.space.materialize(arch)
+        inputs = self.space.example_inputs(arch)
+        metrics: dict[str, float] = {}
+        measurements = []
+        with _machine_lock():
+            for key in self.keys:
+                target = get_target(key.partition("@")[2])
+                m = get_profiler(target.backend, **self.protocol).profile(module, target, inputs,
+                                                                          subject_id=arch.arch_id)
+                measurements.append(m.to_dict())
+                if m.ok:
+                    metrics[key] = m.median_ms
+        return Evaluation(metrics, tuple(measurements))
+
+
+class _machine_lock:
+    """An exclusive ``flock`` on ``$NAS_CACHE_DIR/profile.lock`` (``~/.cache/nas``)."""
+
+    def __enter__(self):
+        import fcntl
+
+        base = os.environ.get("NAS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nas")
+        os.makedirs(base, exist_ok=True)
+        self._f = open(os.path.join(base, "profile.lock"), "w")  # noqa: SIM115 - held until __exit__
+        fcntl.flock(self._f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self._f, fcntl.LOCK_UN)
+        self._f.close()
+
+
+class CompositeEvaluator(Evaluator):
+    """Several evaluators, each for its own keys; the metrics and measurements are merged."""
+
+    def __init__(self, parts: Sequence[Evaluator]) -> None:
+        self.parts = tuple(parts)
+
+    def __call__(self, arch: Architecture) -> Evaluation:
+        metrics: dict[str, float] = {}
+        measurements: list[dict[str, Any]] = []
+        for part in self.parts:
+            m, ms = _split(part(arch))
+            metrics.update(m)
+            measurements.extend(ms)
+        return Evaluation(metrics, tuple(measurements))
+
+
+def make_evaluator(space: SearchSpace, keys: Sequence[str], profile: dict[str, Any] | None = None) -> Evaluator:
+    from spaces import is_profiled
+
+    profiled = [k for k in keys if is_profiled(k)]
+    rest = [k for k in keys if not is_profiled(k)]
+    parts: list[Evaluator] = []
+    if rest:
+        if not isinstance(space, TabularSpace):
+            raise EvaluationError(f"space {space.name!r} has no evaluator yet")
+        parts.append(TabularEvaluator(space, rest))
+    if profiled:
+        parts.append(ProfilingEvaluator(space, profiled, profile))
+    return parts[0] if len(parts) == 1 else CompositeEvaluator(parts)
 
 
 @dataclass(frozen=True)
@@ -53,13 +142,14 @@ class EvalResult:
     metrics: dict[str, float] | None
     error: str | None
     duration_s: float
+    measurements: tuple[dict[str, Any], ...] = ()
 
 
 def _evaluate_one(evaluator: Evaluator, arch: Architecture) -> EvalResult:
     t0 = time.perf_counter()
     try:
-        metrics = evaluator(arch)
-        return EvalResult(metrics, None, time.perf_counter() - t0)
+        metrics, measurements = _split(evaluator(arch))
+        return EvalResult(metrics, None, time.perf_counter() - t0, measurements)
     except Exception as e:  # a failing candidate is a failed trial, not a failed job
         msg = "".join(traceback.format_exception_only(type(e), e)).strip()
         return EvalResult(None, msg, time.perf_counter() - t0)
@@ -96,8 +186,9 @@ class InlineExecutor(Executor):
 def _tune_trainable(config: dict[str, Any], evaluator: Evaluator = None, archs: list = None) -> dict[str, Any]:
     arch = Architecture.from_dict(archs[config["index"]])
     t0 = time.perf_counter()
-    metrics = evaluator(arch)  # raising lets Tune retry the trial (FailureConfig)
-    return {"metrics_json": json.dumps(metrics), "eval_seconds": time.perf_counter() - t0}
+    metrics, measurements = _split(evaluator(arch))  # raising lets Tune retry the trial (FailureConfig)
+    return {"metrics_json": json.dumps(metrics), "measurements_json": json.dumps(list(measurements)),
+            "eval_seconds": time.perf_counter() - t0}
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -188,7 +279,8 @@ class RayTuneExecutor(Executor):
                 out[i] = EvalResult(None, f"{type(err).__name__}: {err}" if err else "no result", 0.0)
             else:
                 out[i] = EvalResult(json.loads(result.metrics["metrics_json"]), None,
-                                    float(result.metrics.get("eval_seconds", 0.0)))
+                                    float(result.metrics.get("eval_seconds", 0.0)),
+                                    tuple(json.loads(result.metrics.get("measurements_json", "[]"))))
         return [r if r is not None else EvalResult(None, "trial did not run", 0.0) for r in out]
 
     @staticmethod

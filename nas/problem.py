@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spaces import SearchSpace, SpacesError, TabularSpace
+from spaces import SearchSpace, SpacesError, TabularSpace, is_profiled
 
 from .errors import SpecError
 from .spec import JobSpec
@@ -106,6 +106,8 @@ class Problem:
         """A tabular space knows every value: refuse constraints no architecture meets."""
         ok = np.ones(len(space.enumerate()), dtype=bool)
         for i, c in enumerate(self.constraints):
+            if is_profiled(c.key):  # measured during the job: nothing to check beforehand
+                continue
             col = space.metric_array(c.key)
             alone = np.isfinite(col) & (col <= (c.max if c.max is not None else np.inf)) & \
                 (col >= (c.min if c.min is not None else -np.inf))
@@ -121,7 +123,7 @@ class Problem:
 
     def bounds(self, space: SearchSpace) -> tuple[np.ndarray, np.ndarray] | None:
         """Each objective's (min, max) over a tabular space's whole table, else None."""
-        if not isinstance(space, TabularSpace):
+        if not isinstance(space, TabularSpace) or any(is_profiled(o.key) for o in self.objectives):
             return None
         cols = [space.metric_array(o.key) for o in self.objectives]
         return np.array([np.nanmin(c) for c in cols]), np.array([np.nanmax(c) for c in cols])

@@ -5,7 +5,8 @@ Public names: :class:`Architecture`, :class:`SearchSpace`, :class:`TabularSpace`
 """
 
 from ._architecture import Architecture, canonical_json
-from ._base import Choice, ConfigOption, MetricInfo, SearchSpace, Suggest, TabularSpace, metric_key
+from ._base import (PROFILED_DEVICES, Choice, ConfigOption, MetricInfo, SearchSpace, Suggest, TabularSpace, is_profiled,
+                    metric_key)
 from ._data import ENV_VAR as DATA_ENV_VAR, data_dir, data_file
 from ._errors import (
     DataNotFoundError,
@@ -20,7 +21,7 @@ from ._suggest import RandomSuggest
 
 __all__ = [
     "Architecture", "canonical_json", "Choice", "ConfigOption", "MetricInfo", "SearchSpace", "Suggest",
-    "TabularSpace", "metric_key", "DATA_ENV_VAR", "data_dir", "data_file", "DataNotFoundError",
+    "TabularSpace", "metric_key", "PROFILED_DEVICES", "is_profiled", "DATA_ENV_VAR", "data_dir", "data_file", "DataNotFoundError",
     "InvalidArchitectureError", "InvalidConfigError", "SpacesError", "UnknownMetricError", "UnknownSpaceError",
     "get_space", "list_spaces", "register_space", "space_class", "RandomSuggest",
 ]

@@ -16,7 +16,12 @@ if TYPE_CHECKING:  # heavy imports only for type checkers
     import networkx as nx
     import torch
 
-__all__ = ["Suggest", "Choice", "MetricInfo", "ConfigOption", "SearchSpace", "TabularSpace", "metric_key"]
+__all__ = ["Suggest", "Choice", "MetricInfo", "ConfigOption", "SearchSpace", "TabularSpace", "metric_key",
+           "PROFILED_DEVICES", "is_profiled"]
+
+# Latency devices measured on this machine by the latency package's profilers (not read from a
+# table): a space with networks offers them. Names match ``latency.BUILTIN_TARGETS``.
+PROFILED_DEVICES = ("cpu-eager", "cpu-compile", "cpu-ort")
 
 
 class Suggest(Protocol):
@@ -58,6 +63,11 @@ class ConfigOption:
 def metric_key(name: str, device: str | None = None) -> str:
     """The key of a metric in trial values: ``accuracy`` or ``latency_ms@raspi4``."""
     return f"{name}@{device}" if device else name
+
+
+def is_profiled(key: str) -> bool:
+    """True for a metric key measured by profiling on this machine (``latency_ms@cpu-ort``)."""
+    return key.partition("@")[2] in PROFILED_DEVICES
 
 
 @dataclass
@@ -216,9 +226,10 @@ class TabularSpace(SearchSpace):
     def metric_array(self, key: str) -> np.ndarray: ...
 
     def metric_keys(self) -> list[str]:
+        """The keys the table holds (profiled keys are measured per job, never in a table)."""
         keys = []
         for name, info in self.metrics().items():
-            keys += [metric_key(name, d) for d in info.devices] if info.devices else [name]
+            keys += [metric_key(name, d) for d in info.devices if d not in PROFILED_DEVICES] if info.devices else [name]
         return keys
 
     def lookup(self, arch: Architecture, keys: Iterable[str] | None = None) -> dict[str, float]:

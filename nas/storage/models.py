@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Job", "ArchitectureRow", "Trial", "JobRound", "JobLog"]
+__all__ = ["Base", "Job", "ArchitectureRow", "Trial", "JobRound", "JobLog", "TargetRow", "MeasurementRow", "LatencyModelRow"]
 
 
 class Base(DeclarativeBase):
@@ -93,4 +93,46 @@ class JobLog(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     level: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TargetRow(Base):
+    """A latency Target (device + backend + threads + batch + shape); ``key`` is ``Target.key``."""
+
+    __tablename__ = "targets"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    device: Mapped[str] = mapped_column(String(100))
+    backend: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # Target.to_dict()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MeasurementRow(Base):
+    """One Measurement: the summary columns for queries, the whole value in ``data``."""
+
+    __tablename__ = "measurements"
+    __table_args__ = (Index("ix_measurements_target_subject", "target_key", "subject"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target_key: Mapped[str] = mapped_column(ForeignKey("targets.key", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    median_ms: Mapped[float | None] = mapped_column(Float)
+    p90_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    machine: Mapped[str | None] = mapped_column(String(300))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # Measurement.to_dict(): raw timings, kernels, versions
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LatencyModelRow(Base):
+    """A fitted latency model of a Target (pickled), with what it was fitted on and how well it does."""
+
+    __tablename__ = "latency_models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target_key: Mapped[str] = mapped_column(ForeignKey("targets.key", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    n_measurements: Mapped[int] = mapped_column(Integer)
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    model: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

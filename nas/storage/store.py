@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import JobConflictError, JobNotFoundError, StorageError
-from .models import ArchitectureRow, Job, JobLog, JobRound, Trial
+from .models import ArchitectureRow, Job, JobLog, JobRound, LatencyModelRow, MeasurementRow, TargetRow, Trial
 from .records import JOB_STATES, JobRecord, RoundRecord, TrialRecord
 
 __all__ = ["Store", "default_database_url", "DATABASE_ENV_VAR"]
@@ -186,8 +186,10 @@ class Store:
 
     # -- trials --------------------------------------------------------------------
     def save_round(self, job_id: str, owner: str, trials: Sequence[TrialRecord], round_: RoundRecord | None,
-                   strategy_state: bytes | None, *, hypervolume: float | None = None) -> None:
-        """Atomically persist a round: trials (bulk), the round summary, the strategy state."""
+                   strategy_state: bytes | None, *, hypervolume: float | None = None,
+                   measurements: Sequence[Any] = ()) -> None:
+        """Atomically persist a round: trials (bulk), the round summary, the strategy state, and
+        the latency Measurements its evaluations made."""
         now = _now()
         with self._session.begin() as s:
             n_eval = sum(t.counts_as_evaluation for t in trials)
@@ -201,6 +203,7 @@ class Store:
                 raise JobConflictError(f"job {job_id} is no longer owned by {owner}; not writing its trials")
             try:
                 self._insert_trials(s, trials, now)
+                self._insert_measurements(s, measurements, job_id, now)
                 if round_ is not None:
                     s.execute(insert(JobRound), [dict(round_.to_dict(), created_at=now)])
             except IntegrityError as e:  # the transaction rolls back: nothing of the round is written
@@ -251,6 +254,99 @@ class Store:
                                 n_screened=r.n_screened, hypervolume=r.hypervolume, best=r.best, seconds=r.seconds,
                                 info=r.info)
                     for r in s.scalars(select(JobRound).where(JobRound.job_id == job_id).order_by(JobRound.round))]
+
+    # -- latency: targets, measurements, fitted models ----------------------------------
+    def add_target(self, target: Any) -> Any:
+        """Register a ``latency.Target`` (idempotent: the same key is stored once)."""
+        with self._session.begin() as s:
+            if s.get(TargetRow, target.key) is None:
+                s.add(TargetRow(key=target.key, name=target.name, device=target.device, backend=target.backend,
+                                spec=target.to_dict(), created_at=_now()))
+        return target
+
+    def list_targets(self) -> list[Any]:
+        from latency import Target
+
+        with self._session() as s:
+            return [Target.from_dict(r.spec) for r in s.scalars(select(TargetRow).order_by(TargetRow.created_at,
+                                                                                         TargetRow.key))]
+
+    def find_target(self, name_or_key: str) -> Any:
+        """A stored Target by key, or by name when one Target has that name; ``KeyError`` otherwise."""
+        from latency import Target
+
+        with self._session() as s:
+            row = s.get(TargetRow, name_or_key)
+            rows = [row] if row is not None else list(s.scalars(select(TargetRow).where(TargetRow.name == name_or_key)))
+        if len(rows) != 1:
+            known = ", ".join(t.name for t in self.list_targets()) or "(none registered)"
+            why = "several targets have that name; use the key" if rows else f"known targets: {known}"
+            raise KeyError(f"target: got {name_or_key!r}; {why}")
+        return Target.from_dict(rows[0].spec)
+
+    def add_measurements(self, measurements: Sequence[Any], job_id: str | None = None) -> int:
+        """Store Measurements (their Targets are registered on the way); all or nothing."""
+        with self._session.begin() as s:
+            self._insert_measurements(s, measurements, job_id, _now())
+        return len(measurements)
+
+    @staticmethod
+    def _insert_measurements(s: Session, measurements: Sequence[Any], job_id: str | None, now: datetime) -> None:
+        if not measurements:
+            return
+        for key in {m.target.key for m in measurements}:
+            if s.get(TargetRow, key) is None:
+                t = next(m.target for m in measurements if m.target.key == key)
+                s.add(TargetRow(key=key, name=t.name, device=t.device, backend=t.backend, spec=t.to_dict(),
+                                created_at=now))
+        s.flush()
+        s.execute(insert(MeasurementRow), [
+            dict(target_key=m.target.key, subject=m.subject, job_id=job_id,
+                 median_ms=m.median_ms if m.ok else None, p90_ms=m.p90_ms if m.ok else None, error=m.error,
+                 machine=m.machine[:300], data=m.to_dict(), created_at=now) for m in measurements])
+
+    def load_measurements(self, target: Any = None, *, subject: str | None = None, job_id: str | None = None,
+                          ok_only: bool = False, limit: int | None = None, offset: int = 0) -> list[Any]:
+        from latency import Measurement
+
+        q = select(MeasurementRow).order_by(MeasurementRow.id)
+        if target is not None:
+            q = q.where(MeasurementRow.target_key == (target if isinstance(target, str) else target.key))
+        if subject is not None:
+            q = q.where(MeasurementRow.subject == subject)
+        if job_id is not None:
+            q = q.where(MeasurementRow.job_id == job_id)
+        if ok_only:
+            q = q.where(MeasurementRow.error.is_(None))
+        q = q.offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._session() as s:
+            return [Measurement.from_dict(r.data) for r in s.scalars(q)]
+
+    def save_latency_model(self, target: Any, kind: str, model: Any, n_measurements: int,
+                           info: dict[str, Any] | None = None) -> None:
+        import pickle
+
+        self.add_target(target)
+        with self._session.begin() as s:
+            s.add(LatencyModelRow(target_key=target.key, kind=kind, n_measurements=n_measurements, info=info,
+                                  model=pickle.dumps(model), created_at=_now()))
+
+    def load_latency_model(self, target: Any, kind: str | None = None) -> tuple[Any, dict[str, Any]] | None:
+        """The newest fitted model of ``target`` (of ``kind``), with its info; None if there is none."""
+        import pickle
+
+        q = (select(LatencyModelRow).where(LatencyModelRow.target_key == target.key)
+             .order_by(LatencyModelRow.id.desc()).limit(1))
+        if kind is not None:
+            q = q.where(LatencyModelRow.kind == kind)
+        with self._session() as s:
+            row = s.scalars(q).first()
+            if row is None:
+                return None
+            return pickle.loads(row.model), {"kind": row.kind, "n_measurements": row.n_measurements,
+                                              **(row.info or {})}
 
     # -- logs ----------------------------------------------------------------------
     def log(self, job_id: str, message: str, level: str = "info") -> None:

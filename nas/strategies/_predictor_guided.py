@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from spaces import Architecture, RandomSuggest, TabularSpace
+from spaces import Architecture, RandomSuggest, TabularSpace, is_profiled
 
 from ..errors import SpecError
 from ..pareto import _hv_min, nondominated_rank
@@ -44,13 +44,13 @@ class PredictorGuidedStrategy(Strategy):
     name = "predictor-guided"
     defaults = {"batch_size": 10, "init": 10, "candidates": 4096, "predictor": "lambdarank", "baseline": "ridge-rf",
                 "n_estimators": 100, "explore_fraction": 0.5, "kappa": 2.0, "transform": "auto",
-                "compare": "predicted", "zero_cost": "auto", "trust_folds": 3}
+                "compare": "predicted", "zero_cost": "auto", "trust_folds": 3, "latency_sample": 128}
 
     rules = {"init": ("int", 1, None), "candidates": ("int", 1, None), "n_estimators": ("int", 1, None),
              "explore_fraction": ("float", 0.0, 1.0), "kappa": ("float", 1.0, None),
              "transform": (("auto", "linear", "quantile"),),
              "compare": (("predicted", "measured"),), "zero_cost": (("auto", "on", "off"),),
-             "trust_folds": ("int", 2, 10)}
+             "trust_folds": ("int", 2, 10), "latency_sample": ("int", 8, None)}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -81,7 +81,8 @@ class PredictorGuidedStrategy(Strategy):
             # "not measured" is known for a table: never propose what cannot be evaluated
             self.available = np.ones(len(self.pool), dtype=bool)
             for key in ctx.problem.keys:
-                self.available &= np.isfinite(space.metric_array(key))
+                if not is_profiled(key):  # profiled latency is measured by the job, not in the table
+                    self.available &= np.isfinite(space.metric_array(key))
             self.seen_mask = np.zeros(len(self.pool), dtype=bool)
         self.seen: set[str] = set()
         self.labelled: list[TrialRecord] = []
@@ -98,6 +99,21 @@ class PredictorGuidedStrategy(Strategy):
                 self.pool_F, self.weak = features(space), weak_labels(space).values
         for t in history:
             self._remember(t)
+        # profiled latency keys are screened by their Target's latency model (see _latency_screen)
+        profiled = [k for k in ctx.problem.keys if is_profiled(k)]
+        self.screens: dict[str, Any] = {}
+        if profiled:
+            from ._latency_screen import LatencyScreen
+
+            # its own generator: the sample is the same on resume whatever self.rng has done
+            srng = np.random.default_rng(ctx.seed + 7919)
+            k = int(self.params["latency_sample"])
+            if self.tabular:
+                sample = [self.pool[i] for i in srng.choice(len(self.pool), size=min(k, len(self.pool)), replace=False)]
+            else:
+                suggest = RandomSuggest(srng)
+                sample = list({a.arch_id: a for a in (space.sample(suggest) for _ in range(k))}.values())
+            self.screens = {key: LatencyScreen(space, key, sample, ctx.seed, ctx.log) for key in profiled}
 
     def _zero_cost_on(self) -> bool:
         mode = self.params["zero_cost"]
@@ -183,6 +199,7 @@ class PredictorGuidedStrategy(Strategy):
         Y = np.array([prob.vector(t.values) for t in self.labelled]) * sign
         C = np.array([[t.metrics[c.key] for c in prob.constraints] for t in self.labelled]).reshape(len(Y), -1)
         cols, inverse = [], []
+        self._forward = []  # metric units -> the column's training scale (for the latency screen)
         n = len(Y)
         for j in range(Y.shape[1]):
             if self._use_quantile(Y[:, j]):
@@ -190,11 +207,13 @@ class PredictorGuidedStrategy(Strategy):
                 cols.append(q)
                 xs, ys = np.sort(q), np.sort(Y[:, j]) * sign[j]
                 inverse.append(lambda v, xs=xs, ys=ys, s=sign[j]: np.interp(v, xs, ys * s) * s)
+                self._forward.append(lambda v, xs=xs, ys=ys, s=sign[j]: np.interp(v * s, ys * s * s, xs))
             else:
                 lo, hi = Y[:, j].min(), Y[:, j].max()
                 span = hi - lo if hi > lo else 1.0
                 cols.append((Y[:, j] - lo) / span)
                 inverse.append(lambda v, lo=lo, span=span, s=sign[j]: (v * span + lo) * s)
+                self._forward.append(lambda v, lo=lo, span=span, s=sign[j]: (v * s - lo) / span)
         for j in range(C.shape[1]):
             lo, hi = C[:, j].min(), C[:, j].max()
             span = hi - lo if hi > lo else 1.0
@@ -226,10 +245,13 @@ class PredictorGuidedStrategy(Strategy):
         mean, std = forest.predict_dist(X)
         lab_mean, _ = forest.predict_dist(X_lab)
 
+        screened = self._screen_latency(X, X_lab)  # key -> (candidates ms, labelled ms)
+
         # constraints: predicted metric (back in its own units) against the bounds
         ok = np.ones(len(cands), dtype=bool)
         for j, c in enumerate(prob.constraints):
-            ok &= c.violations(inverse[m + j](mean[:, m + j])) <= 0
+            pred = screened[c.key][0] if c.key in screened else inverse[m + j](mean[:, m + j])
+            ok &= c.violations(pred) <= 0
         pool = np.flatnonzero(ok) if ok.any() else np.arange(len(cands))
 
         # the exploit ranking, per objective: the learned ranker where it has earned trust,
@@ -248,6 +270,11 @@ class PredictorGuidedStrategy(Strategy):
                     r = self._ranker().fit(X_lab, -Z[:, j], **self._weak())
                     exploit[:, j], exploit_lab[:, j] = -r.predict(X), -r.predict(X_lab)
                     used[j] = self.params["predictor"]
+        for j, o in enumerate(prob.objectives):
+            if o.key in screened:  # the Target's latency model, on the column's own scale
+                exploit[:, j] = self._forward[j](screened[o.key][0])
+                exploit_lab[:, j] = self._forward[j](screened[o.key][1])
+                used[j] = "kernel-sum"
         ranker = "+".join(dict.fromkeys(used))  # e.g. "lambdarank", "ridge-rf", "lambdarank+ridge-rf"
 
         feasible_lab = np.array([t.feasible for t in self.labelled])
@@ -272,13 +299,24 @@ class PredictorGuidedStrategy(Strategy):
             chosen += [(i, mode) for i in picks]
         out = []
         for i, mode in chosen:
-            predicted = {o.key: float(inverse[j](mean[i, j])) for j, o in enumerate(prob.objectives)}
+            predicted = {o.key: float(screened[o.key][0][i] if o.key in screened else inverse[j](mean[i, j]))
+                         for j, o in enumerate(prob.objectives)}
             out.append(Proposal(cands[i], {
                 "strategy": self.name, "pick": mode, "round": self.round,
                 "predictor": ranker if mode == "exploit" else base_name,
                 **({"predictors": dict(zip([o.key for o in prob.objectives], used))} if mode == "exploit" else {}),
                 "labels": len(self.labelled), "screened": len(cands), "predicted": predicted,
                 "zero_cost": self.zero_cost, **({"trust": check} if check else {})}))
+        return out
+
+    def _screen_latency(self, X: np.ndarray, X_lab: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Refit each profiled key's latency model on the job's measurements; predict candidates."""
+        out = {}
+        archs = [Architecture.from_dict(t.arch) for t in self.labelled]
+        for key, screen in self.screens.items():
+            y = np.array([t.metrics[key] for t in self.labelled], dtype=np.float64)
+            screen.refit(archs, y)
+            out[key] = screen.predict(X, self._features(screen.sample), X_lab, y)
         return out
 
     def _ranker(self):
