@@ -1,4 +1,4 @@
-"""``nas``: the command line (search, spaces, proxies, jobs, show, db)."""
+"""``nas``: the command line (search, spaces, proxies, profile, targets, jobs, show, db)."""
 
 from __future__ import annotations
 
@@ -198,6 +198,99 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- latency ----------------------------------------------------------------------
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Profile networks on this machine (a space's architectures, or an exported file) and store
+    the Measurements, as a job or a device agent does."""
+    from latency import LatencyError, get_target
+    from latency.profilers import get_profiler
+    from spaces import Architecture, RandomSuggest, SpacesError, get_space
+
+    try:
+        target = get_target(args.target)
+        profiler = get_profiler(target.backend, repeats=args.repeats)
+    except (LatencyError, ValueError) as e:
+        return _fail(str(e))
+    if args.sample < 1:
+        return _fail(f"--sample: got {args.sample}; valid: an integer >= 1")
+    subjects: list[tuple[str, Any, Any]] = []  # (subject id, module or path, inputs)
+    if args.file:
+        if not Path(args.file).exists():
+            return _fail(f"--file: got {args.file!r}; no such file")
+        try:
+            shape = tuple(int(v) for v in args.shape.split(",")) if args.shape else ()
+            if not shape or any(v < 1 for v in shape):
+                raise ValueError
+        except ValueError:
+            return _fail(f"--shape: got {args.shape!r}; valid: the input shape with the batch, e.g. 1,3,32,32")
+        import torch
+
+        subjects.append((Path(args.file).name, args.file, (torch.randn(*shape),)))
+    else:
+        if not args.space:
+            return _fail("space: missing; give a space name (e.g. nb201) or --file PATH --shape 1,3,32,32")
+        config = {}
+        for pair in args.config:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                return _fail(f"config: got {pair!r}; write KEY=VALUE, e.g. dataset=cifar100")
+            config[key] = value
+        try:
+            space = get_space(args.space, **config)
+            if args.arch:
+                archs = [space.from_params(json.loads(args.arch))]
+            else:
+                suggest = RandomSuggest(args.seed)
+                archs = [space.sample(suggest) for _ in range(args.sample)]
+            for a in archs:
+                subjects.append((a.arch_id, space.materialize(a), space.example_inputs(a)))
+        except json.JSONDecodeError as e:
+            return _fail(f"--arch: got {args.arch!r}; valid: a JSON object of the space's choices ({e})")
+        except SpacesError as e:
+            return _fail(str(e))
+        except NotImplementedError as e:
+            return _fail(f"space: {e}")
+        del Architecture
+    measurements = []
+    for sid, subject, inputs in subjects:
+        m = profiler.profile(subject, target, inputs, subject_id=sid)
+        measurements.append(m)
+        if args.json:
+            continue
+        if m.ok:
+            top = sorted(m.kernels, key=lambda k: -(k.time_ms or 0))[:4]
+            kern = ", ".join(f"{k.op} x{k.count}" for k in top)
+            print(f"{sid}  {target.name}: median {m.median_ms:.4f} ms  p90 {m.p90_ms:.4f}  spread {m.spread:.1%}  "
+                  f"({m.repeats} runs, {m.rounds} round{'s' if m.rounds > 1 else ''})  kernels: {kern}")
+        else:
+            print(f"{sid}  {target.name}: failed: {m.error.splitlines()[0]}")
+    if not args.no_store:
+        store = _store(args)
+        store.add_measurements(measurements)
+        print(f"{len(measurements)} measurement(s) stored in {store.display_url()}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([m.to_dict() for m in measurements], indent=2))
+    return 0 if all(m.ok for m in measurements) else 1
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from latency import BUILTIN_TARGETS
+
+    store = _store(args)
+    stored = {t.key: t for t in store.list_targets()}
+    rows = []
+    for t in list(BUILTIN_TARGETS.values()) + [t for k, t in stored.items()
+                                               if k not in {b.key for b in BUILTIN_TARGETS.values()}]:
+        n = len(store.load_measurements(t, ok_only=True)) if t.key in stored else 0
+        rows.append({"name": t.name, "key": t.key, "backend": t.backend, "measurements": n})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['name']:<14} {r['backend']:<12} {r['measurements']:>6} measurements  {r['key']}")
+    return 0
+
+
 # -- jobs -----------------------------------------------------------------------
 def cmd_jobs(args: argparse.Namespace) -> int:
     try:
@@ -269,6 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", nargs="*", metavar="KEY=VALUE", help="space configuration, e.g. dataset=cifar100")
     s.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
     s.set_defaults(func=cmd_proxies)
+
+    s = sub.add_parser("profile", help="profile networks on this machine and store the measurements")
+    s.add_argument("space", nargs="?", help="space name, e.g. nb201 (or use --file)")
+    s.add_argument("config", nargs="*", metavar="KEY=VALUE", help="space configuration, e.g. dataset=cifar100")
+    s.add_argument("--target", default="cpu-ort", help="cpu-eager, cpu-compile or cpu-ort (default)")
+    s.add_argument("--arch", help="the architecture as JSON (default: --sample random ones)")
+    s.add_argument("--sample", type=int, default=1, help="random architectures to profile (default 1)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--file", help="an exported artefact instead: .onnx (cpu-ort), TorchScript .pt or .pt2 (eager)")
+    s.add_argument("--shape", help="input shape of --file, with the batch, e.g. 1,3,32,32")
+    s.add_argument("--repeats", type=int, default=30, help="timed runs per round (default 30)")
+    s.add_argument("--no-store", action="store_true", help="print only; do not store the measurements")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser("targets", help="list latency targets and their stored measurements")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_targets)
 
     s = sub.add_parser("jobs", help="list jobs")
     s.add_argument("--state", choices=["queued", "running", "completed", "failed", "cancelled"])
