@@ -59,18 +59,24 @@ def machine_id() -> str:
 
 def _versions(extra: dict[str, str] | None = None) -> dict[str, str]:
     import numpy
-    import torch
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+    out = {"python": platform.python_version(), "numpy": numpy.__version__,
            "os": f"{platform.system()} {platform.release()}"}
+    with contextlib.suppress(ImportError):  # a device agent may run ONNX Runtime without torch
+        import torch
+
+        out["torch"] = torch.__version__
     out.update(extra or {})
     return out
 
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # ONNX Runtime alone: its session sets its own threads
+        yield n
+        return
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)

@@ -100,8 +100,27 @@ def prepare_job(spec: JobSpec | Mapping[str, Any]) -> PreparedJob:
         problem = Problem.resolve(spec, space)
     except SpacesError as e:
         raise SpecError("space", spec.space.name, "", reason=str(e)) from None
+    _check_profilers(problem, space)
     strategy = get_strategy(spec.strategy.name, **spec.strategy.params)
     return PreparedJob(spec, space, problem, strategy)
+
+
+def _check_profilers(problem: Problem, space: SearchSpace) -> None:
+    """A profiled latency key needs its backend here, and a space with networks: say so up front,
+    not as one failed trial after another."""
+    from spaces import is_profiled
+
+    for key in problem.keys:
+        if not is_profiled(key):
+            continue
+        from latency import BackendNotInstalledError, get_target
+        from latency.profilers import get_profiler
+
+        target = get_target(key.partition("@")[2])
+        try:
+            get_profiler(target.backend)
+        except BackendNotInstalledError as e:
+            raise SpecError("objectives.device", target.name, "", reason=str(e)) from None
 
 
 def check_resume(spec: JobSpec, store: Store, job_id: str):

@@ -314,3 +314,38 @@ def test_predictor_guided_screens_profiled_latency_with_the_kernel_sum_model(sql
     exploit = [t for t in trials if (t.source or {}).get("pick") == "exploit"]
     assert exploit and all(t.source["predictors"]["latency_ms@cpu-ort"] == "kernel-sum" for t in exploit)
     assert any("latency model kernel-sum for cpu-ort" in msg for _, msg in store.logs(result.job_id))
+    # adaptive sampling: the network the latency model knows least is measured each round
+    assert any((t.source or {}).get("pick") == "latency-adaptive" for t in trials)
+
+
+def test_the_onnxruntime_profiler_runs_where_torch_is_not_installed(tmp_path):
+    """A device agent may have ONNX Runtime only: profiling an exported file must not need torch."""
+    import subprocess
+
+    path = export_onnx(Small().eval(), small_inputs(), tmp_path / "small.onnx")
+    code = f"""
+import sys
+sys.modules["torch"] = None  # import torch raises ImportError
+import numpy as np
+from latency import get_target
+from latency.profilers import get_profiler
+m = get_profiler("onnxruntime", warmup=1, repeats=5, min_round_s=0.0, kernel_iters=1).profile(
+    {str(path)!r}, get_target("cpu-ort"), (np.random.rand(1, 3, 16, 16).astype("float32"),))
+assert m.ok, m.error
+assert "torch" not in m.versions and m.versions["onnxruntime"]
+print(m.median_ms)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) > 0
+
+
+def test_a_job_on_a_target_whose_runtime_is_missing_is_refused_up_front(monkeypatch):
+    from nas.engine import prepare_job
+    from nas.errors import SpecError
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    spec = {"space": {"name": "nb201"}, "objectives": [{"name": "latency_ms", "device": "cpu-ort"}],
+            "budget": {"evaluations": 5}}
+    with pytest.raises(SpecError, match=r"objectives.device: got 'cpu-ort' \(backend 'onnxruntime' is not installed"):
+        prepare_job(spec)

@@ -62,6 +62,27 @@ class LatencyScreen:
         self.info = info
         return info
 
+    def most_uncertain(self, exclude: set[str]) -> Architecture | None:
+        """The sample architecture the model knows least: the largest share of its predicted time
+        in kernels no measured network contained (their times are the profiled prior, not
+        calibrated). Measuring it is the job-level half of nn-Meter's adaptive sampling."""
+        from latency.fusion import kernels
+        from latency.kernel_model import as_graphs
+
+        if self.model is None:
+            return None
+        best, best_share = None, 0.0
+        for arch, g in zip(self.sample, as_graphs(self.sample, self.space)):
+            if arch.arch_id in exclude:
+                continue
+            ks = kernels(g, self.model.rules_)
+            t = self.model._kernel_pred(ks)
+            unseen = sum(ti for k, ti in zip(ks, t) if k.key not in self.model.kernel_index_)
+            share = unseen / max(float(t.sum()), 1e-12)
+            if share > best_share:
+                best, best_share = arch, share
+        return best
+
     def predict(self, X_cands: np.ndarray, X_sample: np.ndarray, X_lab: np.ndarray, y_lab: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted ms for the candidates and for the labelled archs (same model for both)."""

@@ -297,6 +297,17 @@ class PredictorGuidedStrategy(Strategy):
                 front = Z[feasible_lab, :m] if feasible_lab.any() else np.empty((0, m))
             picks = self._front_layers(pts, pool, front, k, {i for i, _ in chosen})
             chosen += [(i, mode) for i in picks]
+        if self.screens and n_explore and chosen:
+            # one exploration slot goes to the architecture the latency model knows least
+            index = {a.arch_id: i for i, a in enumerate(cands)}
+            taken = {cands[i].arch_id for i, _ in chosen}
+            for screen in self.screens.values():
+                arch = screen.most_uncertain(self.seen | taken)
+                if arch is not None and arch.arch_id in index:
+                    last = max(k for k, (_, mode) in enumerate(chosen) if mode == "explore") \
+                        if any(mode == "explore" for _, mode in chosen) else len(chosen) - 1
+                    chosen[last] = (index[arch.arch_id], "latency-adaptive")
+                    break
         out = []
         for i, mode in chosen:
             predicted = {o.key: float(screened[o.key][0][i] if o.key in screened else inverse[j](mean[i, j]))
