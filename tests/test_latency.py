@@ -349,3 +349,30 @@ def test_a_job_on_a_target_whose_runtime_is_missing_is_refused_up_front(monkeypa
             "budget": {"evaluations": 5}}
     with pytest.raises(SpecError, match=r"objectives.device: got 'cpu-ort' \(backend 'onnxruntime' is not installed"):
         prepare_job(spec)
+
+
+def test_a_network_that_fails_to_export_leaves_its_trial_unmeasured_and_the_job_goes_on(sqlite_url, monkeypatch):
+    import latency.profilers as profilers
+    from nas import run_job
+    from nas.storage import Store
+
+    real, calls = profilers.export_onnx, []
+
+    def flaky(module, inputs, path, opset=17):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("exporter: unsupported operator aten::frobnicate")
+        return real(module, inputs, path, opset)
+
+    monkeypatch.setattr(profilers, "export_onnx", flaky)
+    store = Store(sqlite_url)
+    spec = {"space": {"name": "nb201"}, "objectives": [{"name": "latency_ms", "device": "cpu-ort"}],
+            "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 3}, "seed": 3,
+            "execution": {"backend": "inline"}}
+    result = run_job(spec, store)
+    trials = store.load_trials(result.job_id)
+    assert store.get_job(result.job_id).state == "completed"
+    assert [t.state for t in trials].count("unmeasured") == 1 and result.n_evaluations == 3
+    failed = [m for m in store.load_measurements(job_id=result.job_id) if not m.ok]
+    assert len(failed) == 1 and "aten::frobnicate" in failed[0].error
+    assert any("profiling" in msg and "failed" in msg for _, msg in store.logs(result.job_id))
