@@ -38,7 +38,7 @@ __all__ = ["KernelSumModel", "RooflineModel", "FlopsLinearModel", "as_graphs", "
 
 _GRAPHS: dict[tuple[str, str], OpGraph] = {}  # (space repr, arch_id) -> traced graph
 _KERNEL_MS: dict[tuple[str, tuple], float] = {}  # (target key, kernel key) -> measured ms (t0 removed)
-_PEAKS: dict[str, tuple[float, float, float]] = {}  # target key -> (GFLOP/s, GB/s, t0 ms)
+_PEAKS: dict[str, tuple[float, ...]] = {}  # target key -> (GFLOP/s, GB/s, t0 ms, empty-call ms)
 
 
 def as_graphs(X: Sequence[Any], space: Any = None) -> list[OpGraph]:
@@ -77,9 +77,11 @@ def _profiler(target: Target, **protocol: Any):
                                            **protocol})
 
 
-def device_peaks(target: Target) -> tuple[float, float, float]:
-    """(GFLOP/s, GB/s, per-call ms) of ``target``: a large matmul, a large copy and an almost
-    empty model, each timed on the Target's backend. Cached per Target in the process."""
+def device_peaks(target: Target) -> tuple[float, ...]:
+    """(GFLOP/s, GB/s, per-call ms, empty-call ms) of ``target``: a large matmul, a large add, an
+    almost empty model (one relu on one element) and a model whose output does not depend on
+    its input (``zeros_like``: what a compiler folds to a constant), each timed on the Target's
+    backend. Cached per Target in the process."""
     if target.key in _PEAKS:
         return _PEAKS[target.key]
     from .graph import OpNode
@@ -90,15 +92,16 @@ def device_peaks(target: Target) -> tuple[float, float, float]:
     big = (1, 64, 128, 128)
     add = OpNode(0, "add", (-1, -1), (big, big), big)
     tiny = OpNode(0, "relu", (-1,), ((1, 1),), (1, 1))
+    empty = OpNode(0, "zeros", (-1,), ((1, 1),), (1, 1))
     t = {}
-    for name, node in (("mm", mm), ("add", add), ("t0", tiny)):
+    for name, node in (("mm", mm), ("add", add), ("t0", tiny), ("empty", empty)):
         module, inputs = build_ops([node])
         m = prof.profile(module, target, inputs, subject_id=f"peak-{name}")
         t[name] = m.median_ms if m.ok else math.nan
     t0 = t["t0"]
     gflops = 2 * n ** 3 / max(t["mm"] - t0, 1e-3) / 1e6
     gbps = 3 * 4 * math.prod(big) / max(t["add"] - t0, 1e-3) / 1e6
-    _PEAKS[target.key] = (gflops, gbps, t0)
+    _PEAKS[target.key] = (gflops, gbps, t0, t["empty"] if math.isfinite(t["empty"]) else t0)
     return _PEAKS[target.key]
 
 
@@ -162,7 +165,7 @@ class RooflineModel(_GraphModel):
     ``kernel-sum``. Needs no kernel profiling: the prior for a Target with few measurements."""
 
     def __init__(self, target: Target | None = None, space: Any = None, rules: FusionRules | None = None,
-                 peaks: tuple[float, float, float] | None = None) -> None:
+                 peaks: tuple[float, ...] | None = None) -> None:
         self.target, self.space, self.rules, self.peaks = target, space, rules, peaks
 
     def _setup(self, graphs: list[OpGraph]) -> None:
@@ -172,7 +175,7 @@ class RooflineModel(_GraphModel):
         self.peaks_ = self.peaks if self.peaks is not None else device_peaks(self.target)
 
     def _parts(self, graphs: list[OpGraph]) -> np.ndarray:
-        gflops, gbps, t0 = self.peaks_
+        gflops, gbps, t0 = self.peaks_[:3]
         rows = []
         for g in graphs:
             ks = kernels(g, self.rules_)
@@ -202,7 +205,7 @@ class KernelSumModel(RooflineModel):
     """
 
     def __init__(self, target: Target | None = None, space: Any = None, rules: FusionRules | None = None,
-                 peaks: tuple[float, float, float] | None = None, n_estimators: int = 200,
+                 peaks: tuple[float, ...] | None = None, n_estimators: int = 200,
                  adaptive_rounds: int = 1, adaptive_samples: int = 4, kernel_ms: dict | None = None,
                  random_state: int = 0) -> None:
         super().__init__(target, space, rules, peaks)
@@ -271,7 +274,7 @@ class KernelSumModel(RooflineModel):
             ).fit(Xk, np.log(yk + 1e-4))
 
     def _kernel_pred(self, ks: Sequence[KernelSpec]) -> np.ndarray:
-        gflops, gbps, _ = self.peaks_
+        gflops, gbps = self.peaks_[:2]
         out = np.empty(len(ks))
         for i, k in enumerate(ks):
             exact = _KERNEL_MS.get((self.target.key, k.key))
@@ -294,7 +297,13 @@ class KernelSumModel(RooflineModel):
         return out
 
     def _predict_graphs(self, graphs):
-        return np.array([self._in_context(kernels(g, self.rules_)).sum() for g in graphs]) + self.intercept_
+        out = []
+        for g in graphs:
+            ks = kernels(g, self.rules_)
+            # a network the backend reduces to nothing (its output does not depend on its input,
+            # e.g. an NB201 cell with no input-output path) costs one call of the runtime
+            out.append(self._in_context(ks).sum() + self.intercept_ if ks else self.peaks_[-1])
+        return np.array(out)
 
     def _calibrate_kernels(self, graphs: list[OpGraph], y: np.ndarray) -> None:
         """Kernel times in context, from the whole-network measurements, shrunk to the alone-times.
@@ -306,13 +315,16 @@ class KernelSumModel(RooflineModel):
         chosen by leave-one-out over a small grid (closed form for ridge).
         """
         per_graph = [kernels(g, self.rules_) for g in graphs]
+        # networks reduced to nothing are predicted by the empty-call time, not calibrated on
+        keep = [i for i, ks in enumerate(per_graph) if ks]
+        per_graph, y = [per_graph[i] for i in keep], y[keep]
         keys: dict[tuple, KernelSpec] = {}
         for ks in per_graph:
             for k in ks:
                 keys.setdefault(k.key, k)
         self.kernel_index_ = {key: j for j, key in enumerate(keys)}
         prior = np.maximum(self._kernel_pred(list(keys.values())), 1e-5)
-        C = np.zeros((len(graphs), len(keys)))
+        C = np.zeros((len(per_graph), len(keys)))
         for i, ks in enumerate(per_graph):
             for k in ks:
                 C[i, self.kernel_index_[k.key]] += 1
@@ -320,7 +332,7 @@ class KernelSumModel(RooflineModel):
         A = np.column_stack([C * prior[None, :], np.ones(len(y))]) / y[:, None]
         r = (y - C @ prior) / y
         best = None
-        for lam in (0.03, 0.1, 0.3, 1.0, 3.0, 10.0):
+        for lam in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0):
             P = np.eye(A.shape[1]) * lam
             P[-1, -1] = 1e-6  # the intercept is free
             H = np.linalg.solve(A.T @ A + P, A.T)
