@@ -22,12 +22,12 @@ import numpy as np
 
 from spaces import Architecture, InvalidConfigError, SearchSpace, SpacesError, UnknownSpaceError, get_space
 
-from .errors import JobConflictError, SpecError
+from .errors import JobCancelled, JobConflictError, NasError, SpecError
 from .evaluation import Executor, make_evaluator, make_executor
 from .pareto import normalized_hypervolume, pareto_front
 from .problem import Problem
 from .spec import JobSpec
-from .storage import RoundRecord, Store, TrialRecord
+from .storage import JobRecord, RoundRecord, Store, TrialRecord
 from .strategies import SearchContext, Strategy, get_strategy
 
 __all__ = ["run_job", "prepare_job", "JobResult", "Progress", "PreparedJob"]
@@ -193,6 +193,47 @@ def run_job(spec: JobSpec | Mapping[str, Any], store: Store | None = None, *, re
         if own_executor:
             executor.close()
         raise
+    return _run(job, store, record, owner, executor, own_executor, progress, log, None)
+
+
+def run_claimed(record: JobRecord, store: Store, owner: str, *, executor: Executor | None = None,
+                should_stop: Callable[[], bool] | None = None, progress: Callable[[Progress], None] | None = None,
+                log: Callable[[str], None] | None = None) -> JobResult | None:
+    """Run a job a runner has claimed (``store.claim_next_queued``) to its end.
+
+    ``should_stop`` is polled before every round; when it says so the job ends ``cancelled``
+    (resumable). A failure ends the job ``failed`` with its error; neither raises. A spec that
+    no longer validates (e.g. a space removed since) fails the job with the reason.
+    """
+    try:
+        job = prepare_job(JobSpec.from_dict(record.spec))
+    except NasError as e:
+        store.log(record.id, f"failed: {e}", "error")
+        store.finish_job(record.id, owner, "failed", error=str(e))
+        return None
+    spec = job.spec
+    own_executor = executor is None
+    executor = executor or make_executor(spec.execution.backend, spec.execution.max_concurrent,
+                                         spec.execution.max_retries)
+    try:
+        executor.start()
+    except BaseException as e:
+        if own_executor:
+            executor.close()
+        store.log(record.id, f"failed: {e}", "error")
+        store.finish_job(record.id, owner, "failed", error=f"{type(e).__name__}: {e}")
+        return None
+    try:
+        return _run(job, store, record, owner, executor, own_executor, progress, log, should_stop)
+    except JobCancelled:
+        return _result(store, record.id, job.problem, job.space)
+    except Exception:
+        return None  # recorded as failed by _run
+
+
+def _run(job: PreparedJob, store: Store, record: JobRecord, owner: str, executor: Executor, own_executor: bool,
+         progress: Callable[[Progress], None] | None, log: Callable[[str], None] | None,
+         should_stop: Callable[[], bool] | None) -> JobResult:
     job_id = record.id
 
     def job_log(msg: str, level: str = "info") -> None:
@@ -201,13 +242,16 @@ def run_job(spec: JobSpec | Mapping[str, Any], store: Store | None = None, *, re
             log(msg)
 
     try:
-        _loop(job, store, job_id, owner, record.strategy_state, executor, progress, job_log)
+        _loop(job, store, job_id, owner, record.strategy_state, executor, progress, job_log, should_stop)
     except BaseException as e:
-        state = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
+        state = "cancelled" if isinstance(e, (KeyboardInterrupt, JobCancelled)) else "failed"
         e.job_id = job_id  # for the caller's message (`--resume JOB_ID`)
         try:
-            job_log("interrupted: the job is cancelled; `nas search SPEC --resume JOB_ID` continues it"
-                    if state == "cancelled" else f"failed: {type(e).__name__}: {e}", "warning")
+            if isinstance(e, JobCancelled):
+                job_log("cancelled on request; resume continues it from the last round", "warning")
+            else:
+                job_log("interrupted: the job is cancelled; `nas search SPEC --resume JOB_ID` continues it"
+                        if state == "cancelled" else f"failed: {type(e).__name__}: {e}", "warning")
             store.finish_job(job_id, owner, state, error=f"{type(e).__name__}: {e}")
         except Exception:  # the original error matters more than the bookkeeping one
             pass
@@ -220,7 +264,8 @@ def run_job(spec: JobSpec | Mapping[str, Any], store: Store | None = None, *, re
 
 
 def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes | None, executor: Executor,
-          progress: Callable[[Progress], None] | None, job_log: Callable[..., None]) -> None:
+          progress: Callable[[Progress], None] | None, job_log: Callable[..., None],
+          should_stop: Callable[[], bool] | None = None) -> None:
     spec, space, problem, strategy = job.spec, job.space, job.problem, job.strategy
     history = store.load_trials(job_id)
     rounds = store.load_rounds(job_id)
@@ -239,6 +284,8 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
     idle = 0
     budget = spec.budget.evaluations
     while n_eval < budget:
+        if should_stop is not None and should_stop():
+            raise JobCancelled(f"job {job_id} cancelled")
         t0 = time.perf_counter()
         proposals = strategy.propose(min(strategy.batch_size, budget - n_eval))
         if not proposals:

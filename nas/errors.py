@@ -39,3 +39,7 @@ class StorageError(NasError):
 
 class EvaluationError(NasError):
     """An evaluation tier failure that is not a per-trial failure (e.g. Ray could not start)."""
+
+
+class JobCancelled(NasError):
+    """Raised inside a job's loop when a cancel was requested (API, runner shutdown)."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, false, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Job", "ArchitectureRow", "Trial", "JobRound", "JobLog", "TargetRow", "MeasurementRow", "LatencyModelRow"]
+__all__ = ["Base", "Job", "ArchitectureRow", "Trial", "JobRound", "JobLog", "TargetRow", "MeasurementRow", "LatencyModelRow",
+           "ApiToken"]
 
 
 class Base(DeclarativeBase):
@@ -34,6 +35,7 @@ class Job(Base):
     rounds: Mapped[int] = mapped_column(Integer, default=0)
     hypervolume: Mapped[float | None] = mapped_column(Float)
     owner: Mapped[str | None] = mapped_column(String(200))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     strategy_state: Mapped[bytes | None] = mapped_column(LargeBinary)
     error: Mapped[str | None] = mapped_column(Text)
@@ -136,3 +138,16 @@ class LatencyModelRow(Base):
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     model: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    """An API token: only its SHA-256 is stored; ``scopes`` is a list of read|write|agent|admin."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -96,6 +96,7 @@ class JobRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
+    cancel_requested: bool = False
     strategy_state: bytes | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import JobConflictError, JobNotFoundError, StorageError
-from .models import ArchitectureRow, Job, JobLog, JobRound, LatencyModelRow, MeasurementRow, TargetRow, Trial
+from .models import ApiToken, ArchitectureRow, Job, JobLog, JobRound, LatencyModelRow, MeasurementRow, TargetRow, Trial
 from .records import JOB_STATES, JobRecord, RoundRecord, TrialRecord
 
 __all__ = ["Store", "default_database_url", "DATABASE_ENV_VAR"]
@@ -42,6 +42,11 @@ def _now() -> datetime:
 def _aware(d: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything we store is UTC
     return d.replace(tzinfo=timezone.utc) if d is not None and d.tzinfo is None else d
+
+
+def _iso_aware(d: datetime | None) -> str | None:
+    d = _aware(d)
+    return d.isoformat() if d else None
 
 
 def default_database_url() -> str:
@@ -178,6 +183,128 @@ class Store:
             if res.rowcount != 1:
                 raise JobConflictError(f"job {job_id} is no longer owned by {owner}")
 
+    def count_jobs(self, state: str | None = None) -> int:
+        q = select(func.count()).select_from(Job)
+        if state is not None:
+            q = q.where(Job.state == state)
+        with self._session() as s:
+            return s.scalar(q) or 0
+
+    def request_cancel(self, job_id: str) -> JobRecord:
+        """Ask the job to stop: a queued job is cancelled at once, a running one at its next
+        round (its runner polls the flag). Raises ``JobConflictError`` for a finished job."""
+        with self._session.begin() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise JobNotFoundError(job_id, self.display_url())
+            if job.state not in ("queued", "running"):
+                raise JobConflictError(f"job {job_id} is {job.state}; only a queued or running job can be cancelled")
+            now = _now()
+            job.cancel_requested, job.updated_at = True, now
+            if job.state == "queued":
+                job.state, job.finished_at = "cancelled", now
+            return self._record(job)
+
+    def requeue(self, job_id: str) -> JobRecord:
+        """Put a cancelled or failed job back in the queue (resume); its trials are kept."""
+        with self._session.begin() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise JobNotFoundError(job_id, self.display_url())
+            if job.state not in ("cancelled", "failed"):
+                raise JobConflictError(f"job {job_id} is {job.state}; only a cancelled or failed job can be resumed")
+            job.state, job.cancel_requested, job.owner = "queued", False, None
+            job.error, job.finished_at, job.updated_at = None, None, _now()
+            return self._record(job)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._session() as s:
+            return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    def claim_next_queued(self, owner: str) -> JobRecord | None:
+        """Take the oldest queued job for ``owner`` (a runner), or None.
+
+        PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``, so runners never wait on or take the
+        same job. SQLite: the write lock of ``BEGIN IMMEDIATE`` serialises claims (one runner
+        per file is the supported setup; more are safe, only slower).
+        """
+        now = _now()
+        with self._session.begin() as s:
+            q = select(Job).where(Job.state == "queued").order_by(Job.created_at, Job.id).limit(1)
+            if self.dialect == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            job = s.scalars(q).first()
+            if job is None:
+                return None
+            res = s.execute(update(Job).where(Job.id == job.id, Job.state == "queued")
+                            .values(state="running", owner=owner, heartbeat_at=now, updated_at=now,
+                                    started_at=func.coalesce(Job.started_at, now)))
+            if res.rowcount != 1:  # another runner won the race (SQLite): try again later
+                return None
+            s.flush()
+            s.refresh(job)
+            return self._record(job)
+
+    def release_job(self, job_id: str, owner: str) -> None:
+        """Hand a claimed job back to the queue (its runner is shutting down before finishing it)."""
+        with self._session.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id, Job.owner == owner)
+                      .values(state="queued", owner=None, updated_at=_now()))
+
+    def heartbeat(self, job_id: str, owner: str) -> None:
+        with self._session.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id, Job.owner == owner).values(heartbeat_at=_now()))
+
+    def stale_running_jobs(self, older_than_s: float) -> list[JobRecord]:
+        """Running jobs whose owner has not written a heartbeat for ``older_than_s`` seconds."""
+        from datetime import timedelta
+
+        limit = _now() - timedelta(seconds=older_than_s)
+        with self._session() as s:
+            return [self._record(j) for j in s.scalars(select(Job).where(Job.state == "running",
+                                                                          Job.heartbeat_at < limit))]
+
+    # -- API tokens ------------------------------------------------------------------
+    def create_token(self, name: str, scopes: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        """A new token: returns the secret (shown once) and its public record. Only its hash is kept."""
+        import hashlib
+        import secrets
+
+        secret = "nas_" + secrets.token_urlsafe(32)
+        row = ApiToken(id=uuid.uuid4().hex[:12], name=name, token_hash=hashlib.sha256(secret.encode()).hexdigest(),
+                       scopes=sorted(set(scopes)), created_at=_now())
+        with self._session.begin() as s:
+            s.add(row)
+        return secret, self._token(row)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        with self._session() as s:
+            return [self._token(t) for t in s.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.id))]
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        with self._session.begin() as s:
+            row = s.get(ApiToken, token_id)
+            if row is None:
+                raise KeyError(f"token: got {token_id!r}; no such token (see `nas tokens list`)")
+            row.revoked_at = row.revoked_at or _now()
+            return self._token(row)
+
+    def verify_token(self, secret: str) -> dict[str, Any] | None:
+        """The token's record if ``secret`` is a live token, else None."""
+        import hashlib
+
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        with self._session() as s:
+            row = s.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).first()
+            if row is None or row.revoked_at is not None:
+                return None
+            return self._token(row)
+
+    @staticmethod
+    def _token(t: ApiToken) -> dict[str, Any]:
+        return {"id": t.id, "name": t.name, "scopes": list(t.scopes), "created_at": _iso_aware(t.created_at),
+                "revoked_at": _iso_aware(t.revoked_at)}
+
     def delete_job(self, job_id: str) -> None:
         with self._session.begin() as s:
             job = s.get(Job, job_id)
@@ -243,6 +370,38 @@ class Store:
                                 feasible=t.feasible, source=t.source, sampler=t.sampler, error=t.error,
                                 duration_s=t.duration_s)
                     for t, a in s.execute(q)]
+
+    def page_trials(self, job_id: str, *, state: str | None = None, sort: str | None = None, desc: bool = False,
+                    limit: int = 50, offset: int = 0) -> tuple[list[TrialRecord], int]:
+        """One page of a job's trials and the total matching, sorted in SQL (by number, or by an
+        objective/metric key: ``sort="latency_ms@raspi4"``; trials without it come last)."""
+        base = select(Trial, ArchitectureRow).join(ArchitectureRow, Trial.arch_id == ArchitectureRow.arch_id) \
+            .where(Trial.job_id == job_id)
+        count = select(func.count()).select_from(Trial).where(Trial.job_id == job_id)
+        if state is not None:
+            base, count = base.where(Trial.state == state), count.where(Trial.state == state)
+        if sort in (None, "number"):
+            base = base.order_by(Trial.number.desc() if desc else Trial.number)
+        else:
+            value = Trial.metrics[sort].as_float()
+            base = base.order_by(value.is_(None), value.desc() if desc else value, Trial.number)
+        base = base.limit(limit).offset(offset)
+        with self._session() as s:
+            total = s.scalar(count) or 0
+            rows = [TrialRecord(job_id=t.job_id, number=t.number, round=t.round,
+                                arch={"space": a.space, "space_version": a.space_version, "params": a.params,
+                                      "arch_id": a.arch_id},
+                                state=t.state, values=t.values, metrics=t.metrics, constraints=t.constraints,
+                                feasible=t.feasible, source=t.source, sampler=t.sampler, error=t.error,
+                                duration_s=t.duration_s)
+                    for t, a in s.execute(base)]
+        return rows, total
+
+    def get_architecture(self, arch_id: str) -> dict[str, Any] | None:
+        with self._session() as s:
+            a = s.get(ArchitectureRow, arch_id)
+            return None if a is None else {"arch_id": a.arch_id, "space": a.space, "space_version": a.space_version,
+                                           "params": a.params}
 
     def count_trials(self, job_id: str) -> int:
         with self._session() as s:
@@ -365,4 +524,5 @@ class Store:
                          rounds=j.rounds, hypervolume=j.hypervolume, owner=j.owner, error=j.error,
                          created_at=_aware(j.created_at), updated_at=_aware(j.updated_at),
                          started_at=_aware(j.started_at), finished_at=_aware(j.finished_at),
-                         heartbeat_at=_aware(j.heartbeat_at), strategy_state=j.strategy_state)
+                         heartbeat_at=_aware(j.heartbeat_at), cancel_requested=bool(j.cancel_requested),
+                         strategy_state=j.strategy_state)

@@ -1,0 +1,311 @@
+"""``create_app(settings, store)``: the FastAPI application (routes under ``/api/v1``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .auth import require
+from .settings import Settings
+
+__all__ = ["create_app", "API_PREFIX"]
+
+API_PREFIX = "/api/v1"
+MAX_PAGE = 1000
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nas-service")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "0+unknown"
+
+
+class _BodyLimit:
+    """Pure ASGI middleware: a request body over ``limit`` bytes gets 413, before any route runs
+    (checked on Content-Length, and counted while streaming when there is none)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._too_large(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send) -> None:
+        body = json.dumps({"detail": f"body: larger than {self.limit} bytes; send a smaller request "
+                                     "(NAS_MAX_BODY_BYTES sets the limit)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, store: Any = None) -> FastAPI:
+    """The API over ``store`` (a :class:`nas.storage.Store`; default: ``settings.database_url``)."""
+    from nas.storage import Store
+
+    settings = settings or Settings.from_env()
+    store = store or Store(settings.database_url)
+    app = FastAPI(title="nas-service", version=_version(),
+                  description="Neural architecture search as a service: jobs, trials, Pareto fronts, "
+                              "architectures, spaces, latency targets and measurements.")
+    app.state.settings, app.state.store = settings, store
+    app.state.pareto_cache = {}
+    _errors(app)
+    app.include_router(_routes(), prefix=API_PREFIX)
+    from .dashboard import dashboard_router
+
+    app.include_router(dashboard_router())
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    """Every error a client can cause, mapped in one place to a 4xx that names the field."""
+    from latency import LatencyError
+    from nas.errors import JobConflictError, JobNotFoundError, SpecError
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        if first.get("type") == "json_invalid":
+            msg = f"body: not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})"
+        else:
+            given = first.get("input")
+            shown = given if isinstance(given, (int, float, str, bool, type(None))) else type(given).__name__
+            msg = f"{loc}: got {shown!r}; {first.get('msg', 'invalid')}"
+        return JSONResponse({"detail": msg, "field": loc}, status_code=422)
+
+    @app.exception_handler(SpecError)
+    async def spec(request: Request, exc: SpecError):
+        return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=422)
+
+    @app.exception_handler(LatencyError)
+    async def latency(request: Request, exc: LatencyError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(JobNotFoundError)
+    async def not_found(request: Request, exc: JobNotFoundError):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(JobConflictError)
+    async def conflict(request: Request, exc: JobConflictError):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+def _job_json(rec) -> dict[str, Any]:
+    d = rec.to_dict()
+    d["url"] = f"{API_PREFIX}/jobs/{rec.id}"
+    return d
+
+
+def _trial_json(t) -> dict[str, Any]:
+    return {"number": t.number, "round": t.round, "state": t.state, "arch_id": t.arch_id, "arch": t.arch["params"],
+            "values": t.values, "metrics": t.metrics, "feasible": t.feasible, "constraints": t.constraints,
+            "source": t.source, "error": t.error, "duration_s": t.duration_s}
+
+
+def _routes() -> APIRouter:
+    from nas.engine import prepare_job
+    from nas.spec import JobSpec
+
+    r = APIRouter()
+    Limit = Query(50, ge=1, le=MAX_PAGE, description=f"page size (1..{MAX_PAGE})")
+    Offset = Query(0, ge=0, description="items to skip")
+
+    # -- service ------------------------------------------------------------------
+    @r.get("/health", tags=["service"])
+    def health(request: Request) -> dict[str, Any]:
+        from sqlalchemy import text
+
+        try:
+            with request.app.state.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            db = "ok"
+        except Exception as e:  # reported, not raised: a health check answers
+            db = f"error: {type(e).__name__}"
+        return {"status": "ok" if db == "ok" else "degraded", "database": db}
+
+    @r.get("/version", tags=["service"])
+    def version() -> dict[str, Any]:
+        return {"version": _version(), "api": "v1"}
+
+    # -- spaces -------------------------------------------------------------------
+    @r.get("/spaces", tags=["spaces"], dependencies=[require("read")])
+    def spaces() -> dict[str, Any]:
+        from spaces import get_space, list_spaces
+
+        return {"items": [get_space(n).describe() for n in list_spaces()]}
+
+    @r.get("/spaces/{name}", tags=["spaces"], dependencies=[require("read")])
+    def space(name: str) -> dict[str, Any]:
+        from spaces import UnknownSpaceError, get_space
+
+        try:
+            return get_space(name).describe()
+        except UnknownSpaceError as e:
+            return JSONResponse({"detail": str(e), "field": "name"}, status_code=404)
+
+    # -- jobs ---------------------------------------------------------------------
+    @r.post("/jobs", status_code=202, tags=["jobs"], dependencies=[require("write")])
+    def create_job(request: Request, spec: dict[str, Any] = Body(..., description="a job spec (see the README)")):
+        job = prepare_job(JobSpec.from_dict(spec))  # everything validated before a row is written
+        s = job.spec
+        rec = request.app.state.store.create_job(s.model_dump(mode="json", exclude_none=True), space=s.space.name,
+                                                 strategy=s.strategy.name, seed=s.seed, budget=s.budget.evaluations,
+                                                 name=s.name, state="queued")
+        return JSONResponse(_job_json(rec), status_code=202, headers={"Location": f"{API_PREFIX}/jobs/{rec.id}"})
+
+    @r.get("/jobs", tags=["jobs"], dependencies=[require("read")])
+    def list_jobs(request: Request, state: str | None = Query(None, pattern="^(queued|running|completed|failed|"
+                                                                          "cancelled)$"),
+                  limit: int = Limit, offset: int = Offset) -> dict[str, Any]:
+        store = request.app.state.store
+        items = [_job_json(j) for j in store.list_jobs(state=state, limit=limit, offset=offset)]
+        return {"items": items, "total": store.count_jobs(state), "limit": limit, "offset": offset}
+
+    @r.get("/jobs/{job_id}", tags=["jobs"], dependencies=[require("read")])
+    def get_job(request: Request, job_id: str) -> dict[str, Any]:
+        return _job_json(request.app.state.store.get_job(job_id))
+
+    @r.post("/jobs/{job_id}/cancel", status_code=202, tags=["jobs"], dependencies=[require("write")])
+    def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+        return _job_json(request.app.state.store.request_cancel(job_id))
+
+    @r.post("/jobs/{job_id}/resume", status_code=202, tags=["jobs"], dependencies=[require("write")])
+    def resume_job(request: Request, job_id: str) -> dict[str, Any]:
+        return _job_json(request.app.state.store.requeue(job_id))
+
+    @r.get("/jobs/{job_id}/trials", tags=["jobs"], dependencies=[require("read")])
+    def trials(request: Request, job_id: str, state: str | None = Query(None, pattern="^(complete|fail|unmeasured)$"),
+               sort: str = Query("number", max_length=200, description="number, or a metric key "
+                                 "(accuracy, latency_ms@raspi4)"),
+               order: str = Query("asc", pattern="^(asc|desc)$"), limit: int = Limit,
+               offset: int = Offset) -> dict[str, Any]:
+        store = request.app.state.store
+        rec = store.get_job(job_id)
+        if sort != "number":
+            keys = prepare_job(JobSpec.from_dict(rec.spec)).problem.keys
+            if sort not in keys:
+                return JSONResponse({"detail": f"sort: got {sort!r}; valid: number, {', '.join(keys)}",
+                                     "field": "sort"}, status_code=422)
+        rows, total = store.page_trials(job_id, state=state, sort=sort, desc=order == "desc", limit=limit,
+                                        offset=offset)
+        return {"items": [_trial_json(t) for t in rows], "total": total, "limit": limit, "offset": offset}
+
+    @r.get("/jobs/{job_id}/pareto", tags=["jobs"], dependencies=[require("read")])
+    def pareto(request: Request, job_id: str) -> dict[str, Any]:
+        from nas.engine import _result
+
+        store = request.app.state.store
+        rec = store.get_job(job_id)
+        key = (job_id, rec.n_trials, rec.state)
+        cache = request.app.state.pareto_cache
+        if key not in cache:  # recomputed only when the job has new trials
+            job = prepare_job(JobSpec.from_dict(rec.spec))
+            result = _result(store, job_id, job.problem, job.space)
+            cache[key] = {"objectives": [o.__dict__ for o in job.problem.objectives],
+                          "constraints": [c.__dict__ for c in job.problem.constraints],
+                          "items": [_trial_json(t) for t in result.pareto]}
+            if len(cache) > 256:
+                cache.pop(next(iter(cache)))
+        return cache[key]
+
+    @r.get("/jobs/{job_id}/hypervolume", tags=["jobs"], dependencies=[require("read")])
+    def hypervolume(request: Request, job_id: str) -> dict[str, Any]:
+        store = request.app.state.store
+        store.get_job(job_id)
+        return {"items": [{"round": x.round, "n_evaluations": x.n_evaluations, "hypervolume": x.hypervolume,
+                           "best": x.best} for x in store.load_rounds(job_id)]}
+
+    @r.get("/jobs/{job_id}/logs", tags=["jobs"], dependencies=[require("read")])
+    def logs(request: Request, job_id: str) -> dict[str, Any]:
+        store = request.app.state.store
+        store.get_job(job_id)
+        return {"items": [{"level": lv, "message": m} for lv, m in store.logs(job_id)]}
+
+    # -- architectures ------------------------------------------------------------
+    @r.get("/architectures/{arch_id}", tags=["architectures"], dependencies=[require("read")])
+    def architecture(request: Request, arch_id: str):
+        a = request.app.state.store.get_architecture(arch_id)
+        if a is None:
+            return JSONResponse({"detail": f"arch_id: got {arch_id!r}; no such architecture", "field": "arch_id"},
+                                status_code=404)
+        return {**a, "snippet": _snippet(a)}
+
+    # -- latency targets and measurements -------------------------------------------
+    @r.get("/targets", tags=["latency"], dependencies=[require("read")])
+    def targets(request: Request) -> dict[str, Any]:
+        from latency import BUILTIN_TARGETS
+
+        stored = {t.key: t for t in request.app.state.store.list_targets()}
+        items = {t.key: t for t in BUILTIN_TARGETS.values()} | stored
+        return {"items": [t.to_dict() | {"key": t.key} for t in items.values()]}
+
+    @r.post("/targets", status_code=201, tags=["latency"], dependencies=[require("agent")])
+    def register_target(request: Request, target: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        from latency import Target
+
+        t = Target.from_dict(target)
+        request.app.state.store.add_target(t)
+        return t.to_dict() | {"key": t.key}
+
+    @r.get("/targets/{name}/measurements", tags=["latency"], dependencies=[require("read")])
+    def measurements(request: Request, name: str, limit: int = Limit, offset: int = Offset):
+        store = request.app.state.store
+        try:
+            target = store.find_target(name)
+        except KeyError as e:
+            return JSONResponse({"detail": str(e.args[0]), "field": "name"}, status_code=404)
+        items = store.load_measurements(target, limit=limit, offset=offset)
+        return {"items": [m.to_dict() for m in items], "limit": limit, "offset": offset}
+
+    @r.post("/measurements", status_code=201, tags=["latency"], dependencies=[require("agent")])
+    def post_measurements(request: Request, items: list[dict[str, Any]] = Body(..., max_length=10_000)):
+        from latency import Measurement
+
+        ms = []
+        for i, d in enumerate(items):
+            try:
+                ms.append(Measurement.from_dict(d))
+            except Exception as e:  # every bad item is named; nothing is stored
+                return JSONResponse({"detail": f"items[{i}].{e}", "field": f"items[{i}]"}, status_code=422)
+        return {"stored": request.app.state.store.add_measurements(ms)}
+
+    return r
+
+
+def _snippet(a: dict[str, Any]) -> str:
+    params = json.dumps(a["params"], sort_keys=True)
+    return (f"from spaces import get_space\n\nspace = get_space({a['space']!r})\n"
+            f"arch = space.from_params({params})\nmodel = space.materialize(arch)  # a plain torch.nn.Module\n")

@@ -1,0 +1,115 @@
+"""The job runner: a process that claims queued jobs from the database and runs them.
+
+The API never runs a job in a request handler: it inserts the job as ``queued`` and one of
+the runners takes it. Several runners may share a PostgreSQL database (claims use ``SELECT
+... FOR UPDATE SKIP LOCKED``); on SQLite one runner per file is the supported setup.
+
+A running job's cancel flag is polled before every round and by a watcher thread every
+``poll_s`` seconds; a cancel ends the job ``cancelled`` at its next round boundary. The
+runner also takes over jobs whose runner died (no heartbeat for ``stale_after_s``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from .engine import run_claimed
+from .storage import JobRecord, Store
+
+__all__ = ["Runner"]
+
+log = logging.getLogger("nas.runner")
+
+
+class Runner:
+    """Claims and runs jobs one at a time. Thread-safe to ``stop()`` from another thread."""
+
+    def __init__(self, store: Store, *, poll_s: float = 1.0, stale_after_s: float = 120.0,
+                 name: str | None = None, executor_factory: Callable[[], object] | None = None) -> None:
+        self.store, self.poll_s, self.stale_after_s = store, poll_s, stale_after_s
+        self.owner = name or f"{socket.gethostname()}:{os.getpid()}:runner-{uuid.uuid4().hex[:6]}"
+        self.executor_factory = executor_factory
+        self._stop = threading.Event()
+        self.current: str | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run_once(self) -> str | None:
+        """Claim one queued job (or a stale one) and run it to its end; its id, or None."""
+        record = self.store.claim_next_queued(self.owner) or self._take_over_stale()
+        if record is None:
+            return None
+        self._run(record)
+        return record.id
+
+    def serve_forever(self) -> None:
+        log.info("runner %s: waiting for jobs in %s", self.owner, self.store.display_url())
+        while not self._stop.is_set():
+            try:
+                job_id = self.run_once()
+            except Exception:  # the database went away for a moment: retry, do not die
+                log.exception("runner %s: claiming failed; retrying", self.owner)
+                job_id = None
+            if job_id is None:
+                self._stop.wait(self.poll_s)
+
+    def _take_over_stale(self) -> JobRecord | None:
+        for rec in self.store.stale_running_jobs(self.stale_after_s):
+            try:
+                return self.store.claim_job(rec.id, self.owner, steal_from=rec.owner)
+            except Exception:
+                continue
+        return None
+
+    def _run(self, record: JobRecord) -> None:
+        self.current = record.id
+        cancel = threading.Event()
+
+        def watch() -> None:  # heartbeat + cancel flag, also while a long batch evaluates
+            while not cancel.is_set() and not done.is_set():
+                try:
+                    self.store.heartbeat(record.id, self.owner)
+                    if self.store.cancel_requested(record.id) or self._stop.is_set():
+                        cancel.set()
+                except Exception:
+                    pass
+                done.wait(self.poll_s)
+
+        done = threading.Event()
+        watcher = threading.Thread(target=watch, daemon=True, name=f"watch-{record.id}")
+        watcher.start()
+        try:
+            executor = self.executor_factory() if self.executor_factory else None
+            run_claimed(record, self.store, self.owner, executor=executor, should_stop=cancel.is_set)
+        finally:
+            done.set()
+            watcher.join(timeout=5)
+            self.current = None
+        if self._stop.is_set() and not self.store.cancel_requested(record.id):
+            # shutting down, not cancelled by anyone: hand the job back so a runner resumes it
+            rec = self.store.get_job(record.id)
+            if rec.state == "cancelled":
+                try:
+                    self.store.requeue(record.id)
+                except Exception:
+                    pass
+
+
+def main_loop(store: Store, poll_s: float = 1.0) -> None:  # pragma: no cover - used by `nas runner`
+    runner = Runner(store, poll_s=poll_s)
+    try:
+        runner.serve_forever()
+    except KeyboardInterrupt:
+        runner.stop()
+    time.sleep(0)

@@ -1,0 +1,156 @@
+"""Tests of the HTTP API through the app factory (SQLite store), with a real runner for jobs."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from api import Settings, create_app  # noqa: E402
+from nas.runner import Runner  # noqa: E402
+from nas.storage import Store  # noqa: E402
+
+SPEC = {"space": {"name": "nb201"}, "objectives": [{"name": "accuracy"}, {"name": "latency_ms", "device": "raspi4"}],
+        "strategy": {"name": "random", "batch_size": 5}, "budget": {"evaluations": 15}, "seed": 0,
+        "execution": {"backend": "inline"}}
+
+
+@pytest.fixture
+def env(sqlite_url):
+    store = Store(sqlite_url)
+    client = TestClient(create_app(Settings(database_url=sqlite_url, max_body_bytes=64 * 1024), store))
+    write, _ = store.create_token("ci", ["read", "write"])
+    agent, _ = store.create_token("agent", ["agent"])
+    reader, _ = store.create_token("reader", ["read"])
+    return client, store, {"write": {"Authorization": f"Bearer {write}"}, "agent": {"Authorization": f"Bearer {agent}"},
+                           "read": {"Authorization": f"Bearer {reader}"}}
+
+
+def test_health_version_and_openapi(env):
+    client, _, _ = env
+    assert client.get("/api/v1/health").json() == {"status": "ok", "database": "ok"}
+    assert client.get("/api/v1/version").json()["api"] == "v1"
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/api/v1/jobs", "/api/v1/jobs/{job_id}/trials", "/api/v1/jobs/{job_id}/pareto",
+              "/api/v1/jobs/{job_id}/cancel", "/api/v1/jobs/{job_id}/resume", "/api/v1/spaces", "/api/v1/targets",
+              "/api/v1/measurements", "/api/v1/architectures/{arch_id}"):
+        assert p in paths
+
+
+def test_a_job_submitted_over_http_runs_in_a_runner_and_is_browsable(env):
+    client, store, tok = env
+    r = client.post("/api/v1/jobs", json=SPEC, headers=tok["write"])
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "queued" and r.headers["location"] == job["url"] == f"/api/v1/jobs/{job['id']}"
+    assert Runner(store, poll_s=0.05).run_once() == job["id"]
+    got = client.get(job["url"]).json()
+    assert got["state"] == "completed" and got["n_evaluations"] == 15
+    page = client.get(f"{job['url']}/trials", params={"limit": 4, "offset": 2}).json()
+    assert page["total"] == 15 and [t["number"] for t in page["items"]] == [2, 3, 4, 5]
+    by_lat = client.get(f"{job['url']}/trials", params={"sort": "latency_ms@raspi4", "limit": 100}).json()["items"]
+    lat = [t["values"]["latency_ms@raspi4"] for t in by_lat]
+    assert lat == sorted(lat)
+    acc = [t["values"]["accuracy"] for t in client.get(f"{job['url']}/trials", params={
+        "sort": "accuracy", "order": "desc", "limit": 100}).json()["items"]]
+    assert acc == sorted(acc, reverse=True)
+    front = client.get(f"{job['url']}/pareto").json()
+    assert front["items"] and {o["key"] for o in front["objectives"]} == {"accuracy", "latency_ms@raspi4"}
+    hv = client.get(f"{job['url']}/hypervolume").json()["items"]
+    assert [x["round"] for x in hv] == [0, 1, 2] and hv[-1]["hypervolume"] > 0
+    arch = client.get(f"/api/v1/architectures/{front['items'][0]['arch_id']}").json()
+    assert "space.materialize(arch)" in arch["snippet"] and arch["space"] == "nb201"
+    jobs = client.get("/api/v1/jobs", params={"state": "completed"}).json()
+    assert jobs["total"] == 1 and jobs["items"][0]["id"] == job["id"]
+
+
+def test_cancel_and_resume_over_http(env):
+    client, store, tok = env
+    job = client.post("/api/v1/jobs", json=SPEC, headers=tok["write"]).json()
+    r = client.post(f"{job['url']}/cancel", headers=tok["write"])
+    assert r.status_code == 202 and r.json()["state"] == "cancelled"
+    r = client.post(f"{job['url']}/cancel", headers=tok["write"])
+    assert r.status_code == 409 and "only a queued or running job can be cancelled" in r.json()["detail"]
+    assert client.post(f"{job['url']}/resume", headers=tok["write"]).json()["state"] == "queued"
+    Runner(store, poll_s=0.05).run_once()
+    assert client.post(f"{job['url']}/resume", headers=tok["write"]).status_code == 409  # completed
+
+
+def test_auth_401_without_or_with_a_bad_token_403_without_the_scope(env):
+    client, store, tok = env
+    assert client.post("/api/v1/jobs", json=SPEC).status_code == 401
+    r = client.post("/api/v1/jobs", json=SPEC, headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and "unknown or revoked" in r.json()["detail"]
+    r = client.post("/api/v1/jobs", json=SPEC, headers=tok["read"])
+    assert r.status_code == 403 and "lacks the 'write' scope" in r.json()["detail"]
+    assert client.post("/api/v1/targets", json={"device": "x", "backend": "eager"}, headers=tok["write"]).status_code == 403
+    assert client.get("/api/v1/jobs").status_code == 200  # loopback: reads are open
+    remote = TestClient(create_app(Settings(host="0.0.0.0"), store))
+    assert remote.get("/api/v1/jobs").status_code == 401  # not loopback: reads need a token too
+    assert remote.get("/api/v1/jobs", headers=tok["read"]).status_code == 200
+    token_id = next(t["id"] for t in store.list_tokens() if t["name"] == "reader")
+    store.revoke_token(token_id)
+    assert remote.get("/api/v1/jobs", headers=tok["read"]).status_code == 401
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({**SPEC, "space": {"name": "nope"}}, 422, "space.name"),
+    ({**SPEC, "objectives": [{"name": "speed"}]}, 422, "objectives[0].name"),
+    ({**SPEC, "budget": {"evaluations": 0}}, 422, "budget.evaluations"),
+    ({**SPEC, "budget": {"evaluations": "many"}}, 422, "budget.evaluations"),
+    ([1, 2], 422, "body"),
+])
+def test_bad_job_specs_are_422_naming_the_field_and_write_nothing(env, body, status, field):
+    client, store, tok = env
+    r = client.post("/api/v1/jobs", json=body, headers=tok["write"])
+    assert r.status_code == status, r.text
+    assert field in r.json()["detail"]
+    assert store.count_jobs() == 0
+
+
+def test_malformed_json_oversized_bodies_unknown_ids_and_bad_pages(env):
+    client, store, tok = env
+    r = client.post("/api/v1/jobs", content=b"{not json", headers={**tok["write"], "content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+    r = client.post("/api/v1/jobs", content=b"x" * (70 * 1024), headers={**tok["write"], "content-type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    r = client.get("/api/v1/jobs/doesnotexist")
+    assert r.status_code == 404 and "doesnotexist" in r.json()["detail"]
+    assert client.get("/api/v1/architectures/zzz").status_code == 404
+    assert client.get("/api/v1/spaces/zzz").status_code == 404
+    r = client.get("/api/v1/jobs", params={"limit": 0})
+    assert r.status_code == 422 and r.json()["field"] == "query.limit"
+    assert client.get("/api/v1/jobs", params={"state": "sleeping"}).status_code == 422
+    job = client.post("/api/v1/jobs", json=SPEC, headers=tok["write"]).json()
+    r = client.get(f"{job['url']}/trials", params={"sort": "colour"})
+    assert r.status_code == 422 and "valid: number, accuracy, latency_ms@raspi4" in r.json()["detail"]
+    # SQL injection strings are data, nothing more
+    evil = "x'; DROP TABLE jobs; --"
+    assert client.get(f"/api/v1/jobs/{evil}").status_code == 404
+    assert client.post("/api/v1/jobs", json={**SPEC, "name": evil}, headers=tok["write"]).status_code == 202
+    assert store.count_jobs() == 2
+
+
+def test_spaces_targets_and_measurements(env):
+    from latency import Measurement, get_target
+
+    client, store, tok = env
+    spaces = {s["name"]: s for s in client.get("/api/v1/spaces").json()["items"]}
+    assert "nb201" in spaces and "cpu-ort" in spaces["nb201"]["metrics"]["latency_ms"]["devices"]
+    names = {t["name"] for t in client.get("/api/v1/targets").json()["items"]}
+    assert {"cpu-eager", "cpu-compile", "cpu-ort"} <= names
+    r = client.post("/api/v1/targets", json={"device": "pi5", "backend": "onnxruntime", "threads": 4,
+                                             "name": "pi5-ort"}, headers=tok["agent"])
+    assert r.status_code == 201 and r.json()["key"] == "pi5/onnxruntime/t4/b1/space"
+    r = client.post("/api/v1/targets", json={"device": "pi5", "backend": "tensorrt"}, headers=tok["agent"])
+    assert r.status_code == 422 and "target.backend: got 'tensorrt'" in r.json()["detail"]
+    m = Measurement(get_target("cpu-ort"), "a1", times_ms=(1.0, 1.2, 1.1))
+    r = client.post("/api/v1/measurements", json=[m.to_dict()], headers=tok["agent"])
+    assert r.status_code == 201 and r.json() == {"stored": 1}
+    bad = m.to_dict() | {"times_ms": [1.0, -3.0]}
+    r = client.post("/api/v1/measurements", json=[m.to_dict(), bad], headers=tok["agent"])
+    assert r.status_code == 422 and "items[1]" in r.json()["detail"] and "negative" in r.json()["detail"]
+    got = client.get("/api/v1/targets/cpu-ort/measurements").json()["items"]
+    assert len(got) == 1 and got[0]["median_ms"] == pytest.approx(1.1)  # the bad batch stored nothing
+    assert client.get("/api/v1/targets/nowhere/measurements").status_code == 404
