@@ -300,6 +300,7 @@ def cmd_runner(args: argparse.Namespace) -> int:
     from .runner import Runner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     runner = Runner(_store(args), poll_s=args.poll)
 
     def stop(signum, frame):
