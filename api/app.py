@@ -79,6 +79,9 @@ def create_app(settings: Settings | None = None, store: Any = None) -> FastAPI:
                               "architectures, spaces, latency targets and measurements.")
     app.state.settings, app.state.store = settings, store
     app.state.pareto_cache = {}
+    from .refit import Refitter
+
+    app.state.refitter = Refitter(store)
     _errors(app)
     app.include_router(_routes(), prefix=API_PREFIX)
     from .dashboard import dashboard_router
@@ -300,9 +303,84 @@ def _routes() -> APIRouter:
                 ms.append(Measurement.from_dict(d))
             except Exception as e:  # every bad item is named; nothing is stored
                 return JSONResponse({"detail": f"items[{i}].{e}", "field": f"items[{i}]"}, status_code=422)
-        return {"stored": request.app.state.store.add_measurements(ms)}
+        stored = request.app.state.store.add_measurements(ms)
+        for target in {m.target.key: m.target for m in ms}.values():
+            request.app.state.refitter.request(target)  # in the background: the agent is not kept waiting
+        return {"stored": stored}
+
+    @r.get("/targets/{name}/work", tags=["latency"], dependencies=[require("agent")])
+    def work(request: Request, name: str, limit: int = Query(4, ge=1, le=100)):
+        """Architectures to profile on this target: those of jobs' spaces with networks, newest
+        first, not measured on it yet. Each comes with its ONNX artefact URL (for an agent with
+        ONNX Runtime alone) and its space and params (for an agent that builds it with torch)."""
+        store = request.app.state.store
+        try:
+            target = store.find_target(name)
+        except KeyError as e:
+            return JSONResponse({"detail": str(e.args[0]), "field": "name"}, status_code=404)
+        items = [{**a, "onnx_url": f"{API_PREFIX}/architectures/{a['arch_id']}/onnx?batch={target.batch}",
+                  "input_shape": _input_shape(a, target.batch)}
+                 for a in store.unmeasured_architectures(target, limit=limit, spaces=_spaces_with_networks())]
+        return {"target": target.to_dict() | {"key": target.key}, "items": items}
+
+    @r.get("/architectures/{arch_id}/onnx", tags=["architectures"], dependencies=[require("read")])
+    def onnx_artefact(request: Request, arch_id: str, batch: int = Query(1, ge=1, le=256)):
+        """The architecture's network exported to ONNX (weights as built; inputs of the space's shape)."""
+        from fastapi.responses import Response
+
+        a = request.app.state.store.get_architecture(arch_id)
+        if a is None:
+            return JSONResponse({"detail": f"arch_id: got {arch_id!r}; no such architecture", "field": "arch_id"},
+                                status_code=404)
+        try:
+            data = _export_onnx(a, batch)
+        except NotImplementedError as e:
+            return JSONResponse({"detail": f"arch_id: {e}", "field": "arch_id"}, status_code=422)
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{arch_id}.onnx"'})
+
+    @r.get("/targets/{name}/model", tags=["latency"], dependencies=[require("read")])
+    def latency_model(request: Request, name: str):
+        store = request.app.state.store
+        try:
+            target = store.find_target(name)
+        except KeyError as e:
+            return JSONResponse({"detail": str(e.args[0]), "field": "name"}, status_code=404)
+        found = store.load_latency_model(target)
+        if found is None:
+            return JSONResponse({"detail": f"target {name!r} has no fitted latency model yet (it needs "
+                                 "measurements of at least 5 architectures)"}, status_code=404)
+        return {"target": target.to_dict() | {"key": target.key}, **found[1]}
 
     return r
+
+
+def _spaces_with_networks() -> list[str]:
+    """Spaces whose architectures can be built as torch modules (and so be profiled)."""
+    from spaces import SearchSpace, list_spaces, space_class
+
+    return [n for n in list_spaces() if space_class(n).materialize is not SearchSpace.materialize]
+
+
+def _input_shape(a: dict[str, Any], batch: int) -> list[int]:
+    from spaces import get_space
+
+    space = get_space(a["space"])
+    return list(space.example_inputs(space.from_params(a["params"]), batch=batch)[0].shape)
+
+
+def _export_onnx(a: dict[str, Any], batch: int) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    from latency.profilers import export_onnx
+    from spaces import get_space
+
+    space = get_space(a["space"])
+    arch = space.from_params(a["params"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(space.materialize(arch), space.example_inputs(arch, batch=batch), Path(tmp) / "m.onnx")
+        return path.read_bytes()
 
 
 def _snippet(a: dict[str, Any]) -> str:

@@ -349,6 +349,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from latency import LatencyError
+
+    from .agent import Agent, AgentError
+
+    token = args.token or os.environ.get("NAS_API_TOKEN")
+    if not token:
+        return _fail("--token: missing; a token with the agent scope (`nas tokens create --scopes agent`), "
+                     "or NAS_API_TOKEN")
+    try:
+        agent = Agent(args.api, token, args.target, backend=args.backend, threads=args.threads, batch=args.batch)
+        if args.once:
+            agent.register()
+            print(f"posted {agent.run_once(args.limit)} measurement(s)")
+            return 0
+        agent.serve_forever(poll_s=args.poll, limit=args.limit)
+    except (AgentError, LatencyError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def cmd_tokens(args: argparse.Namespace) -> int:
     from api.auth import SCOPES
 
@@ -480,6 +503,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--poll", type=float, default=1.0, help="seconds between polls of the queue")
     s.set_defaults(func=cmd_runner)
 
+    s = sub.add_parser("agent", help="profile architectures for the API on this device (a device agent)")
+    s.add_argument("--api", required=True, help="the API's URL, e.g. http://server:8000")
+    s.add_argument("--token", help="a token with the agent scope (or NAS_API_TOKEN)")
+    s.add_argument("--target", required=True, help="this device's target name, e.g. pi5-ort")
+    s.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "eager", "compile"])
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--limit", type=int, default=4, help="architectures per pull")
+    s.add_argument("--poll", type=float, default=5.0, help="seconds between pulls when idle")
+    s.add_argument("--once", action="store_true", help="one pull, then exit")
+    s.set_defaults(func=cmd_agent)
+
     s = sub.add_parser("tokens", help="API tokens: create, list, revoke")
     s.add_argument("action", choices=["create", "list", "revoke"])
     s.add_argument("id", nargs="?", help="token id (revoke)")
@@ -509,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # Ray workers inherit it
     args = build_parser().parse_args(argv)
+    if args.command == "agent":  # an agent needs only latency's runtime: no database, no search extra
+        return int(args.func(args) or 0)
     try:
         import optuna, pydantic, sqlalchemy, yaml  # noqa: F401,E401 - the [search] extra
     except ImportError as e:

@@ -108,3 +108,53 @@ def _private_cache_dir(tmp_path_factory) -> Iterator[None]:
         os.environ.pop("NAS_CACHE_DIR", None)
     else:
         os.environ["NAS_CACHE_DIR"] = old
+
+
+# -- a real `nas serve` (dashboard and agent tests) ------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``nas serve`` on a free loopback port with its own SQLite file: yields (base URL, admin token)."""
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    env = dict(os.environ, NAS_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "--db", f"sqlite:///{tmp_path / 'serve.db'}", "serve",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    token, lines = None, []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60 and token is None:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "admin token" in line:
+            token = line.rsplit(" ", 1)[1].strip()
+    assert token, "".join(lines)
+    import threading
+    import urllib.request
+
+    # keep draining its output (runner logs): a full pipe would block the server
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", token
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+

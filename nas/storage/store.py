@@ -483,6 +483,19 @@ class Store:
         with self._session() as s:
             return [Measurement.from_dict(r.data) for r in s.scalars(q)]
 
+    def unmeasured_architectures(self, target: Any, *, limit: int = 10, spaces: Sequence[str] | None = None
+                                 ) -> list[dict[str, Any]]:
+        """Stored architectures (newest first) with no successful Measurement on ``target``."""
+        measured = select(MeasurementRow.subject).where(MeasurementRow.target_key == target.key,
+                                                        MeasurementRow.error.is_(None))
+        q = (select(ArchitectureRow).where(ArchitectureRow.arch_id.not_in(measured))
+             .order_by(ArchitectureRow.created_at.desc(), ArchitectureRow.arch_id).limit(limit))
+        if spaces is not None:
+            q = q.where(ArchitectureRow.space.in_(list(spaces)))
+        with self._session() as s:
+            return [{"arch_id": a.arch_id, "space": a.space, "space_version": a.space_version, "params": a.params}
+                    for a in s.scalars(q)]
+
     def save_latency_model(self, target: Any, kind: str, model: Any, n_measurements: int,
                            info: dict[str, Any] | None = None) -> None:
         import pickle
