@@ -189,17 +189,19 @@ def _routes() -> APIRouter:
                                                  name=s.name, state="queued")
         return JSONResponse(_job_json(rec), status_code=202, headers={"Location": f"{API_PREFIX}/jobs/{rec.id}"})
 
+    # The polled reads are async (no thread hop; SQLite reads in WAL mode never wait on the
+    # writer) and return ready JSON (FastAPI's generic encoder costs more than the query).
     @r.get("/jobs", tags=["jobs"], dependencies=[require("read")])
-    def list_jobs(request: Request, state: str | None = Query(None, pattern="^(queued|running|completed|failed|"
-                                                                          "cancelled)$"),
-                  limit: int = Limit, offset: int = Offset) -> dict[str, Any]:
+    async def list_jobs(request: Request, state: str | None = Query(None, pattern="^(queued|running|completed|"
+                                                                                "failed|cancelled)$"),
+                        limit: int = Limit, offset: int = Offset):
         store = request.app.state.store
         items = [_job_json(j) for j in store.list_jobs(state=state, limit=limit, offset=offset)]
-        return {"items": items, "total": store.count_jobs(state), "limit": limit, "offset": offset}
+        return JSONResponse({"items": items, "total": store.count_jobs(state), "limit": limit, "offset": offset})
 
     @r.get("/jobs/{job_id}", tags=["jobs"], dependencies=[require("read")])
-    def get_job(request: Request, job_id: str) -> dict[str, Any]:
-        return _job_json(request.app.state.store.get_job(job_id))
+    async def get_job(request: Request, job_id: str):
+        return JSONResponse(_job_json(request.app.state.store.get_job(job_id)))
 
     @r.post("/jobs/{job_id}/cancel", status_code=202, tags=["jobs"], dependencies=[require("write")])
     def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
@@ -210,7 +212,7 @@ def _routes() -> APIRouter:
         return _job_json(request.app.state.store.requeue(job_id))
 
     @r.get("/jobs/{job_id}/trials", tags=["jobs"], dependencies=[require("read")])
-    def trials(request: Request, job_id: str, state: str | None = Query(None, pattern="^(complete|fail|unmeasured)$"),
+    async def trials(request: Request, job_id: str, state: str | None = Query(None, pattern="^(complete|fail|unmeasured)$"),
                sort: str = Query("number", max_length=200, description="number, or a metric key "
                                  "(accuracy, latency_ms@raspi4)"),
                order: str = Query("asc", pattern="^(asc|desc)$"), limit: int = Limit,
@@ -224,10 +226,11 @@ def _routes() -> APIRouter:
                                      "field": "sort"}, status_code=422)
         rows, total = store.page_trials(job_id, state=state, sort=sort, desc=order == "desc", limit=limit,
                                         offset=offset)
-        return {"items": [_trial_json(t) for t in rows], "total": total, "limit": limit, "offset": offset}
+        return JSONResponse({"items": [_trial_json(t) for t in rows], "total": total, "limit": limit,
+                             "offset": offset})
 
     @r.get("/jobs/{job_id}/pareto", tags=["jobs"], dependencies=[require("read")])
-    def pareto(request: Request, job_id: str) -> dict[str, Any]:
+    async def pareto(request: Request, job_id: str) -> dict[str, Any]:
         from nas.engine import _result
 
         store = request.app.state.store
@@ -242,7 +245,7 @@ def _routes() -> APIRouter:
                           "items": [_trial_json(t) for t in result.pareto]}
             if len(cache) > 256:
                 cache.pop(next(iter(cache)))
-        return cache[key]
+        return JSONResponse(cache[key])
 
     @r.get("/jobs/{job_id}/hypervolume", tags=["jobs"], dependencies=[require("read")])
     def hypervolume(request: Request, job_id: str) -> dict[str, Any]:

@@ -177,7 +177,7 @@ def test_save_round_persists_everything(store):
     job = new_job(store)
     trials = [trial(job.id, i) for i in range(4)] + [trial(job.id, 4, state="fail")]
     store.save_round(job.id, "me", trials, round_record(job.id, 0, 5), b"state-0", hypervolume=0.25)
-    got = store.get_job(job.id)
+    got = store.get_job(job.id, with_state=True)
     assert (got.n_trials, got.n_evaluations, got.rounds, got.hypervolume) == (5, 5, 1, 0.25)
     assert got.strategy_state == b"state-0"
     assert store.load_trials(job.id) == trials
@@ -197,7 +197,7 @@ def test_save_round_is_atomic(store):
     with pytest.raises((IntegrityError, StorageError)):
         store.save_round(job.id, "me", second, round_record(job.id, 1, 6), b"state-1", hypervolume=0.75)
 
-    got = store.get_job(job.id)
+    got = store.get_job(job.id, with_state=True)
     assert (got.n_trials, got.n_evaluations, got.rounds, got.hypervolume) == (3, 3, 1, 0.25)
     assert got.strategy_state == b"state-0"
     assert store.load_trials(job.id) == first
@@ -208,14 +208,14 @@ def test_save_round_is_atomic(store):
     second[2] = trial(job.id, 5, 1, arch=502)
     store.save_round(job.id, "me", second, round_record(job.id, 1, 6), b"state-1", hypervolume=0.75)
     assert [t.number for t in store.load_trials(job.id)] == list(range(6))
-    assert store.get_job(job.id).strategy_state == b"state-1"
+    assert store.get_job(job.id, with_state=True).strategy_state == b"state-1"
 
 
 def test_save_round_by_non_owner_writes_nothing(store):
     job = new_job(store, owner="me")
     with pytest.raises(JobConflictError, match=job.id):
         store.save_round(job.id, "intruder", [trial(job.id, 0)], round_record(job.id, 0, 1), b"theirs")
-    got = store.get_job(job.id)
+    got = store.get_job(job.id, with_state=True)
     assert (got.n_trials, got.rounds, got.strategy_state, got.owner) == (0, 0, None, "me")
     assert store.count_trials(job.id) == 0
     assert count(store, "architectures") == 0 and count(store, "job_rounds") == 0

@@ -37,7 +37,9 @@ class Job(Base):
     owner: Mapped[str | None] = mapped_column(String(200))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    strategy_state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # the pickled strategy (an Optuna study grows with the job): loaded only by the job's runner,
+    # never by the listings and polls of the API
+    strategy_state: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

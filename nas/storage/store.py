@@ -83,7 +83,8 @@ class Store:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+            # the API serves requests from a thread pool: a small pool would queue them behind each other
+            engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         try:
@@ -141,12 +142,13 @@ class Store:
             s.add(job)
         return self._record(job)
 
-    def get_job(self, job_id: str) -> JobRecord:
+    def get_job(self, job_id: str, *, with_state: bool = False) -> JobRecord:
+        """The job; its pickled strategy state only with ``with_state`` (it can be large)."""
         with self._session() as s:
             job = s.get(Job, job_id)
             if job is None:
                 raise JobNotFoundError(job_id, self.display_url())
-            return self._record(job)
+            return self._record(job, with_state=with_state)
 
     def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0) -> list[JobRecord]:
         q = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
@@ -173,7 +175,7 @@ class Store:
             job.owner, job.state, job.heartbeat_at, job.updated_at = owner, "running", now, now
             job.started_at = job.started_at or now
             job.finished_at, job.error = None, None
-            return self._record(job)
+            return self._record(job, with_state=True)
 
     def finish_job(self, job_id: str, owner: str, state: str, error: str | None = None) -> None:
         with self._session.begin() as s:
@@ -243,7 +245,7 @@ class Store:
                 return None
             s.flush()
             s.refresh(job)
-            return self._record(job)
+            return self._record(job, with_state=True)
 
     def release_job(self, job_id: str, owner: str) -> None:
         """Hand a claimed job back to the queue (its runner is shutting down before finishing it)."""
@@ -531,11 +533,11 @@ class Store:
                     s.scalars(select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id))]
 
     @staticmethod
-    def _record(j: Job) -> JobRecord:
+    def _record(j: Job, with_state: bool = False) -> JobRecord:
         return JobRecord(id=j.id, name=j.name, space=j.space, strategy=j.strategy, spec=j.spec, state=j.state,
                          seed=j.seed, budget=j.budget, n_trials=j.n_trials, n_evaluations=j.n_evaluations,
                          rounds=j.rounds, hypervolume=j.hypervolume, owner=j.owner, error=j.error,
                          created_at=_aware(j.created_at), updated_at=_aware(j.updated_at),
                          started_at=_aware(j.started_at), finished_at=_aware(j.finished_at),
                          heartbeat_at=_aware(j.heartbeat_at), cancel_requested=bool(j.cancel_requested),
-                         strategy_state=j.strategy_state)
+                         strategy_state=j.strategy_state if with_state else None)

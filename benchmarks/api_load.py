@@ -1,0 +1,216 @@
+"""API load on loopback: reads of a 100,000-trial job, 200 polling clients while a job writes, submissions/s.
+
+The server is ``nas serve`` (uvicorn, one process, SQLite file, one runner) started here on a
+free port. The baseline measured in the same run is ``GET /api/v1/health`` (one ``SELECT 1``):
+what a request costs with no work in it.
+
+1. A job with ``--trials`` trials (stored in bulk rounds, as the engine writes them). Then
+   ``--requests`` sequential GETs each of its Pareto front, a trials page (50, sorted by
+   number, at a random offset) and a page sorted by an objective; p50/p95/p99.
+2. ``--clients`` concurrent clients (asyncio, keep-alive) polling, each every ``--interval``
+   seconds as the dashboard does, the job list, a job and its trials page for ``--seconds``
+   while the runner executes a job that writes a round every few hundred milliseconds:
+   errors and p50/p95/p99.
+3. Job submissions (POST /api/v1/jobs) per second, sequential, for ``--submissions`` jobs.
+
+    python benchmarks/api_load.py                       # 100,000 trials, 200 clients, 60 s
+    python benchmarks/api_load.py --trials 20000 --clients 50 --seconds 15    # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+SPEC = {"space": {"name": "nb201"}, "objectives": [{"name": "accuracy"}, {"name": "latency_ms", "device": "raspi4"}],
+        "strategy": {"name": "random", "batch_size": 10}, "budget": {"evaluations": 100}, "seed": 0,
+        "execution": {"backend": "inline"}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_big_job(db_url: str, n: int) -> str:
+    """A completed job with ``n`` trials over NB201 cells, written in rounds of 10,000."""
+    from nas.engine import _make_trial, prepare_job
+    from nas.storage import RoundRecord, Store
+
+    store = Store(db_url)
+    job = prepare_job(dict(SPEC, budget={"evaluations": n}))
+    rec = store.create_job(job.spec.model_dump(mode="json", exclude_none=True), space="nb201", strategy="random",
+                           seed=0, budget=n, state="running", owner="bench")
+    space = job.space
+    pool = space.enumerate()
+    rng = random.Random(0)
+    number = 0
+    for rnd in range(0, (n + 9999) // 10000):
+        trials = []
+        for _ in range(min(10000, n - number)):
+            a = pool[rng.randrange(len(pool))]
+            metrics = space.lookup(a, job.problem.keys)
+            trials.append(_make_trial(rec.id, number, rnd, a, job.problem, metrics, None, 0.0, {"strategy": "bench"}))
+            number += 1
+        store.save_round(rec.id, "bench", trials, RoundRecord(rec.id, rnd, number, number, len(trials), None, None, 0.0),
+                         None)
+    store.finish_job(rec.id, "bench", "completed")
+    return rec.id
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "p99": float(np.percentile(a, 99))}
+
+
+def timed_get(url: str, token: str) -> tuple[float, int]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=30) as r:
+        r.read()
+        status = r.status
+    return (time.perf_counter() - t0) * 1e3, status
+
+
+async def poll(base: str, token: str, job_id: str, clients: int, seconds: float, interval: float) -> dict:
+    import httpx
+
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    paths = ["/api/v1/jobs?limit=20", f"/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}/trials?limit=50&order=desc"]
+    stop = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, limits=limits,
+                                 timeout=30) as client:
+        async def one(i: int) -> None:
+            k = i
+            await asyncio.sleep(interval * i / clients)  # spread the clients over the interval
+            while time.monotonic() < stop:
+                t_next = time.monotonic() + interval
+                path = paths[k % len(paths)]
+                k += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.get(path)
+                    if r.status_code >= 400:
+                        errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                except Exception as e:
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                    continue
+                lat.append((time.perf_counter() - t0) * 1e3)
+                await asyncio.sleep(max(0.0, t_next - time.monotonic()))
+
+        await asyncio.gather(*(one(i) for i in range(clients)))
+    return {**percentiles(lat), "errors": errors, "requests_per_s": len(lat) / seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=100_000)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--interval", type=float, default=1.0, help="seconds between one client's polls")
+    ap.add_argument("--submissions", type=int, default=200)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "api_load"))
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="nas-api-load-")
+    db = f"sqlite:///{tmp}/load.db"
+    t0 = time.perf_counter()
+    big = make_big_job(db, args.trials)
+    t_fill = time.perf_counter() - t0
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "--db", db, "serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, NAS_CACHE_DIR=f"{tmp}/cache"))
+    token = None
+    while token is None:
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit("nas serve did not start")
+        if "admin token" in line:
+            token = line.rsplit(" ", 1)[1].strip()
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            timed_get(base + "/api/v1/health", token)
+            break
+        except OSError:
+            time.sleep(0.1)
+    results: dict = {"trials": args.trials, "fill_s": t_fill, "reads": {}}
+    try:
+        rng = random.Random(1)
+        reads = {"health (baseline)": lambda: "/api/v1/health",
+                 "pareto": lambda: f"/api/v1/jobs/{big}/pareto",
+                 "trials page": lambda: f"/api/v1/jobs/{big}/trials?limit=50&offset={rng.randrange(args.trials - 50)}",
+                 "trials by accuracy": lambda: f"/api/v1/jobs/{big}/trials?limit=50&sort=accuracy&order=desc"}
+        first_pareto, _ = timed_get(base + reads["pareto"](), token)  # computed once, then cached per job state
+        results["pareto_first_ms"] = first_pareto
+        for name, path in reads.items():
+            ms = [timed_get(base + path(), token)[0] for _ in range(args.requests)]
+            results["reads"][name] = percentiles(ms)
+            print(f"{name}: {results['reads'][name]}", file=sys.stderr, flush=True)
+        # 2. polling while a job writes
+        spec = dict(SPEC, budget={"evaluations": 15000}, strategy={"name": "random", "batch_size": 20})
+        req = urllib.request.Request(base + "/api/v1/jobs", data=json.dumps(spec).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        writing = json.loads(urllib.request.urlopen(req).read())["id"]
+        results["polling"] = asyncio.run(poll(base, token, writing, args.clients, args.seconds, args.interval))
+        state = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"{base}/api/v1/jobs/{writing}", headers={"Authorization": f"Bearer {token}"})).read())
+        results["polling"]["trials_written"] = state["n_trials"]
+        print(f"polling: {results['polling']}", file=sys.stderr, flush=True)
+        cancel = urllib.request.Request(f"{base}/api/v1/jobs/{writing}/cancel", method="POST",
+                                        headers={"Authorization": f"Bearer {token}"})
+        urllib.request.urlopen(cancel).read()
+        # 3. submissions
+        body = json.dumps(dict(SPEC, budget={"evaluations": 10})).encode()
+        t0 = time.perf_counter()
+        for _ in range(args.submissions):
+            urllib.request.urlopen(urllib.request.Request(
+                base + "/api/v1/jobs", data=body, method="POST",
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})).read()
+        results["submissions_per_s"] = args.submissions / (time.perf_counter() - t0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    lines = [f"`python benchmarks/api_load.py {' '.join(sys.argv[1:])}`", "",
+             f"A job of {args.trials:,} trials (written in {t_fill:.0f} s); {args.requests} sequential GETs each:", "",
+             "| request | p50 (ms) | p95 (ms) | p99 (ms) |", "|---|---|---|---|"]
+    for name, r in results["reads"].items():
+        lines.append(f"| {name} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} |")
+    p = results["polling"]
+    lines += ["", f"First Pareto request (computed over all trials, then cached until the job changes): "
+              f"{results['pareto_first_ms']:.0f} ms.", "",
+              f"{args.clients} clients polling every {args.interval:g} s for {args.seconds:.0f} s while a job wrote {p['trials_written']} trials: "
+              f"{p['n']} requests ({p['requests_per_s']:.0f}/s), errors {p['errors'] or 'none'}, p50 {p['p50']:.1f} ms, "
+              f"p95 {p['p95']:.1f} ms, p99 {p['p99']:.1f} ms.", "",
+              f"Job submissions: {results['submissions_per_s']:.0f}/s (sequential, each validated and queued)."]
+    md = "\n".join(lines)
+    print(md)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    out.with_suffix(".md").write_text(md + "\n")
+
+
+if __name__ == "__main__":
+    main()
