@@ -189,10 +189,10 @@ def _routes() -> APIRouter:
                                                  name=s.name, state="queued")
         return JSONResponse(_job_json(rec), status_code=202, headers={"Location": f"{API_PREFIX}/jobs/{rec.id}"})
 
-    # The polled reads are async (no thread hop; SQLite reads in WAL mode never wait on the
-    # writer) and return ready JSON (FastAPI's generic encoder costs more than the query).
+    # The polled reads return ready JSON (FastAPI's generic encoder costs more than the query);
+    # they stay plain functions, run in the thread pool: a Pareto recompute must not block the loop.
     @r.get("/jobs", tags=["jobs"], dependencies=[require("read")])
-    async def list_jobs(request: Request, state: str | None = Query(None, pattern="^(queued|running|completed|"
+    def list_jobs(request: Request, state: str | None = Query(None, pattern="^(queued|running|completed|"
                                                                                 "failed|cancelled)$"),
                         limit: int = Limit, offset: int = Offset):
         store = request.app.state.store
@@ -200,7 +200,7 @@ def _routes() -> APIRouter:
         return JSONResponse({"items": items, "total": store.count_jobs(state), "limit": limit, "offset": offset})
 
     @r.get("/jobs/{job_id}", tags=["jobs"], dependencies=[require("read")])
-    async def get_job(request: Request, job_id: str):
+    def get_job(request: Request, job_id: str):
         return JSONResponse(_job_json(request.app.state.store.get_job(job_id)))
 
     @r.post("/jobs/{job_id}/cancel", status_code=202, tags=["jobs"], dependencies=[require("write")])
@@ -212,7 +212,7 @@ def _routes() -> APIRouter:
         return _job_json(request.app.state.store.requeue(job_id))
 
     @r.get("/jobs/{job_id}/trials", tags=["jobs"], dependencies=[require("read")])
-    async def trials(request: Request, job_id: str, state: str | None = Query(None, pattern="^(complete|fail|unmeasured)$"),
+    def trials(request: Request, job_id: str, state: str | None = Query(None, pattern="^(complete|fail|unmeasured)$"),
                sort: str = Query("number", max_length=200, description="number, or a metric key "
                                  "(accuracy, latency_ms@raspi4)"),
                order: str = Query("asc", pattern="^(asc|desc)$"), limit: int = Limit,
@@ -230,7 +230,7 @@ def _routes() -> APIRouter:
                              "offset": offset})
 
     @r.get("/jobs/{job_id}/pareto", tags=["jobs"], dependencies=[require("read")])
-    async def pareto(request: Request, job_id: str) -> dict[str, Any]:
+    def pareto(request: Request, job_id: str) -> dict[str, Any]:
         from nas.engine import _result
 
         store = request.app.state.store
@@ -282,7 +282,10 @@ def _routes() -> APIRouter:
     def register_target(request: Request, target: dict[str, Any] = Body(...)) -> dict[str, Any]:
         from latency import Target
 
-        t = Target.from_dict(target)
+        try:
+            t = Target.from_dict(target)
+        except (TypeError, ValueError) as e:
+            return JSONResponse({"detail": f"target: {e}", "field": "target"}, status_code=422)
         request.app.state.store.add_target(t)
         return t.to_dict() | {"key": t.key}
 
@@ -326,7 +329,7 @@ def _routes() -> APIRouter:
                  for a in store.unmeasured_architectures(target, limit=limit, spaces=_spaces_with_networks())]
         return {"target": target.to_dict() | {"key": target.key}, "items": items}
 
-    @r.get("/architectures/{arch_id}/onnx", tags=["architectures"], dependencies=[require("read")])
+    @r.get("/architectures/{arch_id}/onnx", tags=["architectures"], dependencies=[require("read", "agent")])
     def onnx_artefact(request: Request, arch_id: str, batch: int = Query(1, ge=1, le=256)):
         """The architecture's network exported to ONNX (weights as built; inputs of the space's shape)."""
         from fastapi.responses import Response
@@ -337,8 +340,9 @@ def _routes() -> APIRouter:
                                 status_code=404)
         try:
             data = _export_onnx(a, batch)
-        except NotImplementedError as e:
-            return JSONResponse({"detail": f"arch_id: {e}", "field": "arch_id"}, status_code=422)
+        except Exception as e:  # no network to build, an export the exporter refuses: the client's 422
+            return JSONResponse({"detail": f"arch_id: cannot export {arch_id} to ONNX: {type(e).__name__}: {e}",
+                                 "field": "arch_id"}, status_code=422)
         return Response(data, media_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="{arch_id}.onnx"'})
 

@@ -30,8 +30,10 @@ def _token(request: Request) -> dict[str, Any] | None:
     return record
 
 
-def require(scope: str):
-    """A dependency that lets the request through only with a token holding ``scope``."""
+def require(scope: str, *also: str):
+    """A dependency that lets the request through only with a token holding ``scope`` (or one of
+    ``also``: an agent may download what it profiles with its ``agent`` token)."""
+    allowed = {scope, *also, "admin"}
 
     def check(request: Request) -> dict[str, Any] | None:
         record = _token(request)
@@ -40,7 +42,7 @@ def require(scope: str):
                 return None
             raise HTTPException(401, f"token: missing; this request needs a token with the {scope!r} scope "
                                 "(Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"})
-        if scope not in record["scopes"] and "admin" not in record["scopes"]:
+        if not allowed & set(record["scopes"]):
             raise HTTPException(403, f"token {record['name']!r} lacks the {scope!r} scope (it has: "
                                 f"{', '.join(record['scopes'])})")
         return record

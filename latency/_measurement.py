@@ -57,24 +57,52 @@ class Measurement:
 
     def __post_init__(self) -> None:
         times = tuple(float(t) for t in self.times_ms)
-        if self.error is None:
-            if not times:
-                raise InvalidMeasurementError("times_ms: empty; a successful measurement needs at least one timing "
-                                              "(a failed one sets error)")
-            bad = [t for t in times if not math.isfinite(t)]
-            if bad:
-                raise InvalidMeasurementError(f"times_ms: got non-finite time {bad[0]!r}; every timing must be a "
-                                              "finite number of milliseconds")
-            neg = [t for t in times if t < 0]
-            if neg:
-                raise InvalidMeasurementError(f"times_ms: got negative time {neg[0]!r}; a duration cannot be negative "
-                                              "(clock went backwards or the timer was misused)")
+        if not times and self.error is None:
+            raise InvalidMeasurementError("times_ms: empty; a successful measurement needs at least one timing "
+                                          "(a failed one sets error)")
+        bad = [t for t in times if not math.isfinite(t)]
+        if bad:
+            raise InvalidMeasurementError(f"times_ms: got non-finite time {bad[0]!r}; every timing must be a "
+                                          "finite number of milliseconds")
+        neg = [t for t in times if t < 0]
+        if neg:
+            raise InvalidMeasurementError(f"times_ms: got negative time {neg[0]!r}; a duration cannot be negative "
+                                          "(clock went backwards or the timer was misused)")
+        for name, limit in (("subject", 200), ("machine", 300), ("timestamp", 64)):
+            v = getattr(self, name)
+            if not isinstance(v, str) or len(v) > limit:
+                raise InvalidMeasurementError(f"{name}: got {v!r:.80}; valid: a string of at most {limit} characters")
+        if self.error is not None and not isinstance(self.error, str):
+            raise InvalidMeasurementError(f"error: got {self.error!r:.80}; valid: a string or null")
+        for name in ("threads", "versions", "info"):
+            v = getattr(self, name)
+            if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+                raise InvalidMeasurementError(f"{name}: got {v!r:.80}; valid: an object with string keys")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in self.threads.values()):
+            raise InvalidMeasurementError(f"threads: got {self.threads!r:.80}; valid: thread counts (integers)")
+        if not all(isinstance(v, str) for v in self.versions.values()):
+            raise InvalidMeasurementError(f"versions: got {self.versions!r:.80}; valid: library -> version string")
+        try:
+            import json as _json
+
+            _json.dumps(self.info, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InvalidMeasurementError(f"info: not finite JSON ({e})") from None
         for name in ("warmup", "repeats", "rounds"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise InvalidMeasurementError(f"{name}: got {v!r}; valid: an integer >= 0")
         object.__setattr__(self, "times_ms", times)
-        object.__setattr__(self, "kernels", tuple(k if isinstance(k, Kernel) else Kernel(**k) for k in self.kernels))
+        try:
+            kernels = tuple(k if isinstance(k, Kernel) else Kernel(**k) for k in self.kernels)
+        except TypeError as e:
+            raise InvalidMeasurementError(f"kernels: {e}; valid: objects with op, count, time_ms") from None
+        for k in kernels:
+            if not isinstance(k.op, str) or not isinstance(k.count, int) or (
+                    k.time_ms is not None and not (isinstance(k.time_ms, (int, float)) and math.isfinite(k.time_ms))):
+                raise InvalidMeasurementError(f"kernels: got {k!r:.80}; valid: op (string), count (integer), "
+                                              "time_ms (finite number or null)")
+        object.__setattr__(self, "kernels", kernels)
 
     @property
     def ok(self) -> bool:
@@ -123,7 +151,12 @@ class Measurement:
             if key not in d:
                 raise InvalidMeasurementError(f"{key}: missing; a measurement needs a target and a subject")
         target = d.pop("target")
-        d["target"] = target if isinstance(target, Target) else Target.from_dict(target)
+        if not isinstance(target, (Target, dict)):
+            raise InvalidMeasurementError(f"target: got {target!r:.80}; valid: an object with device, backend, ...")
+        try:
+            d["target"] = target if isinstance(target, Target) else Target.from_dict(target)
+        except (TypeError, ValueError) as e:
+            raise InvalidMeasurementError(f"target: {e}") from None
         try:
             d["times_ms"] = tuple(float(t) for t in d.get("times_ms") or ())
         except (TypeError, ValueError) as e:

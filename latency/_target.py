@@ -71,7 +71,13 @@ class Target:
         if "device" not in d:
             raise InvalidTargetError("target.device", None, "a non-empty device name")
         d = dict(d)
-        d["shape"] = tuple(d.get("shape") or ())
+        shape = d.get("shape") or ()
+        if not isinstance(shape, (list, tuple)):
+            raise InvalidTargetError("target.shape", shape, "a list of positive integers (without the batch), or []")
+        d["shape"] = tuple(shape)
+        for key in ("device", "backend", "name"):
+            if key in d and not isinstance(d[key], str):
+                raise InvalidTargetError(f"target.{key}", d[key], "a string")
         return cls(**d)
 
     @classmethod

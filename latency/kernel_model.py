@@ -101,8 +101,11 @@ def device_peaks(target: Target) -> tuple[float, ...]:
     t0 = t["t0"]
     gflops = 2 * n ** 3 / max(t["mm"] - t0, 1e-3) / 1e6
     gbps = 3 * 4 * math.prod(big) / max(t["add"] - t0, 1e-3) / 1e6
-    _PEAKS[target.key] = (gflops, gbps, t0, t["empty"] if math.isfinite(t["empty"]) else t0)
-    return _PEAKS[target.key]
+    peaks = (gflops, gbps, t0, t["empty"] if math.isfinite(t["empty"]) else t0)
+    if not all(math.isfinite(v) for v in peaks):  # a failed probe: raise now, never cache NaN peaks
+        raise RuntimeError(f"measuring the peaks of {target.name} failed: {t}")
+    _PEAKS[target.key] = peaks
+    return peaks
 
 
 def _roofline_ms(k: KernelSpec, gflops: float, gbps: float) -> float:

@@ -303,10 +303,11 @@ def cmd_runner(args: argparse.Namespace) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     runner = Runner(_store(args), poll_s=args.poll)
 
-    def stop(signum, frame):
+    def stop(signum, frame):  # finish the round in flight, hand the job back, exit
         runner.stop()
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         runner.serve_forever()
     except KeyboardInterrupt:
@@ -329,9 +330,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"--port: got {args.port}; valid: 1..65535")
     store = _store(args)
     settings = Settings(database_url=store.url, host=args.host, port=args.port)
+    for old in store.list_tokens():  # one live serve-admin token: the one printed below
+        if old["name"] == "serve-admin" and not old["revoked_at"]:
+            store.revoke_token(old["id"])
     secret, _ = store.create_token("serve-admin", ["admin"])
-    runner_cmd = [sys.executable, "-m", "nas.cli", "--db", store.url, "runner"]
-    runners = [subprocess.Popen(runner_cmd) for _ in range(args.runners)]
+    runner_cmd = [sys.executable, "-m", "nas.cli", "runner"]
+    env = dict(os.environ, NAS_DATABASE_URL=store.url)  # not on the command line: `ps` shows it
+    runners = [subprocess.Popen(runner_cmd, env=env) for _ in range(args.runners)]
     url = f"http://{args.host}:{args.port}"
     print(f"nas serve: API {url}/api/v1 (OpenAPI {url}/docs), dashboard {url}/", flush=True)
     print(f"admin token (shown once): {secret}", flush=True)

@@ -154,3 +154,39 @@ def test_spaces_targets_and_measurements(env):
     got = client.get("/api/v1/targets/cpu-ort/measurements").json()["items"]
     assert len(got) == 1 and got[0]["median_ms"] == pytest.approx(1.1)  # the bad batch stored nothing
     assert client.get("/api/v1/targets/nowhere/measurements").status_code == 404
+
+
+@pytest.mark.parametrize("patch", [
+    {"threads": "ab"}, {"subject": {"x": 1}}, {"machine": 5}, {"versions": {"torch": 2}}, {"target": "cpu"},
+    {"target": {"device": "x", "shape": 5}}, {"error": "failed", "times_ms": [float("nan")]}, {"kernels": [{"op": 1}]},
+    {"info": {"x": float("inf")}},
+])
+def test_malformed_measurements_are_422_never_500(env, patch):
+    import json as _json
+
+    from latency import Measurement, get_target
+
+    client, _, tok = env
+    body = Measurement(get_target("cpu-ort"), "a1", times_ms=(1.0,)).to_dict() | patch
+    r = client.post("/api/v1/measurements", content=_json.dumps([body]).encode(),
+                    headers={**tok["agent"], "content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert client.post("/api/v1/targets", json={"device": "x", "shape": 5}, headers=tok["agent"]).status_code == 422
+
+
+def test_an_agent_token_can_download_what_it_profiles_and_failures_are_not_handed_out_again(env):
+    from latency import Measurement, Target
+
+    client, store, tok = env
+    client.post("/api/v1/jobs", json=SPEC, headers=tok["write"])
+    Runner(store, poll_s=0.05).run_once()
+    client.post("/api/v1/targets", json={"device": "edge", "backend": "onnxruntime", "name": "edge"},
+                headers=tok["agent"])
+    work = client.get("/api/v1/targets/edge/work", params={"limit": 3}, headers=tok["agent"]).json()["items"]
+    assert len(work) == 3
+    r = client.get(work[0]["onnx_url"], headers=tok["agent"])
+    assert r.status_code == 200 and r.content[:2] == b"\x08\x07" or len(r.content) > 1000
+    failed = Measurement(Target("edge", "onnxruntime", name="edge"), work[0]["arch_id"], error="run failed: boom")
+    assert client.post("/api/v1/measurements", json=[failed.to_dict()], headers=tok["agent"]).status_code == 201
+    again = client.get("/api/v1/targets/edge/work", params={"limit": 20}, headers=tok["agent"]).json()["items"]
+    assert work[0]["arch_id"] not in {w["arch_id"] for w in again}

@@ -171,6 +171,8 @@ class Store:
                 raise JobNotFoundError(job_id, self.display_url())
             if job.owner not in (None, owner, steal_from) and job.state == "running":
                 raise JobConflictError(f"job {job_id} is being run by {job.owner}")
+            if steal_from is not None and job.owner is not None and (job.state != "running" or job.owner != steal_from):
+                raise JobConflictError(f"job {job_id} changed hands ({job.state}, {job.owner}); not taking it over")
             now = _now()
             job.owner, job.state, job.heartbeat_at, job.updated_at = owner, "running", now, now
             job.started_at = job.started_at or now
@@ -487,9 +489,9 @@ class Store:
 
     def unmeasured_architectures(self, target: Any, *, limit: int = 10, spaces: Sequence[str] | None = None
                                  ) -> list[dict[str, Any]]:
-        """Stored architectures (newest first) with no successful Measurement on ``target``."""
-        measured = select(MeasurementRow.subject).where(MeasurementRow.target_key == target.key,
-                                                        MeasurementRow.error.is_(None))
+        """Stored architectures (newest first) never measured on ``target``. One that failed to
+        export or run has a (failed) Measurement too, and is not handed out again."""
+        measured = select(MeasurementRow.subject).where(MeasurementRow.target_key == target.key)
         q = (select(ArchitectureRow).where(ArchitectureRow.arch_id.not_in(measured))
              .order_by(ArchitectureRow.created_at.desc(), ArchitectureRow.arch_id).limit(limit))
         if spaces is not None:
