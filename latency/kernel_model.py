@@ -346,6 +346,7 @@ class KernelSumModel(RooflineModel):
                 best = (loo, lam, sol)
         _, self.lam_, sol = best
         self.theta_ = np.maximum(prior * (1 + sol[:-1]), 0.0)
+        self.kernel_counts_ = C.sum(axis=0)  # how often each kernel occurred in the measured networks
         self.intercept_ = float(sol[-1])
         ratios: dict[str, list[float]] = {}
         for k, j in zip(keys.values(), range(len(keys))):
@@ -391,6 +392,7 @@ class KernelSumModel(RooflineModel):
         self.n_kernels_profiled_ = len(ks)
         if y is None or len(y) < 3:
             self.kernel_index_, self.theta_, self.type_ratio_, self.ratio_ = {}, np.zeros(0), {}, 1.0
+            self.kernel_counts_ = np.zeros(0)
             self.intercept_, self.lam_ = self.peaks_[2], None  # one call of the runtime
             self.coef_ = np.r_[self.intercept_]
             return self

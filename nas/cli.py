@@ -315,45 +315,6 @@ def cmd_runner(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """The embedded default: the API on loopback, one runner process, SQLite unless
-    NAS_DATABASE_URL says otherwise, local Ray unless RAY_ADDRESS does."""
-    import subprocess
-
-    try:
-        import uvicorn
-
-        from api import Settings, create_app
-    except ImportError as e:
-        return _fail(f"nas serve needs the server extra ({e.name} is missing): pip install 'nas-service[server]'")
-    if not 0 < args.port < 65536:
-        return _fail(f"--port: got {args.port}; valid: 1..65535")
-    store = _store(args)
-    settings = Settings(database_url=store.url, host=args.host, port=args.port)
-    for old in store.list_tokens():  # one live serve-admin token: the one printed below
-        if old["name"] == "serve-admin" and not old["revoked_at"]:
-            store.revoke_token(old["id"])
-    secret, _ = store.create_token("serve-admin", ["admin"])
-    runner_cmd = [sys.executable, "-m", "nas.cli", "runner"]
-    env = dict(os.environ, NAS_DATABASE_URL=store.url)  # not on the command line: `ps` shows it
-    runners = [subprocess.Popen(runner_cmd, env=env) for _ in range(args.runners)]
-    url = f"http://{args.host}:{args.port}"
-    print(f"nas serve: API {url}/api/v1 (OpenAPI {url}/docs), dashboard {url}/", flush=True)
-    print(f"admin token (shown once): {secret}", flush=True)
-    print(f"database: {store.display_url()}; {args.runners} runner(s)", flush=True)
-    try:
-        uvicorn.run(create_app(settings, store), host=args.host, port=args.port, log_level="warning")
-    finally:
-        for p in runners:
-            p.terminate()
-        for p in runners:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    return 0
-
-
 def cmd_agent(args: argparse.Namespace) -> int:
     from latency import LatencyError
 
@@ -374,37 +335,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
         return _fail(str(e))
     except KeyboardInterrupt:
         return 0
-    return 0
-
-
-def cmd_tokens(args: argparse.Namespace) -> int:
-    from api.auth import SCOPES
-
-    store = _store(args)
-    if args.action == "create":
-        scopes = [x.strip() for x in (args.scopes or "read").split(",") if x.strip()]
-        bad = [x for x in scopes if x not in SCOPES]
-        if bad or not scopes:
-            return _fail(f"--scopes: got {args.scopes!r}; valid: a comma-separated subset of {', '.join(SCOPES)}")
-        if not args.name:
-            return _fail("--name: missing; give the token a name (who or what uses it)")
-        secret, rec = store.create_token(args.name, scopes)
-        print(secret)
-        print(f"token {rec['id']} ({rec['name']}): scopes {', '.join(rec['scopes'])}; the secret is shown once",
-              file=sys.stderr)
-        return 0
-    if args.action == "list":
-        for t in store.list_tokens():
-            state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "active"
-            print(f"{t['id']}  {t['name']:<20} {','.join(t['scopes']):<24} {state}")
-        return 0
-    if not args.id:
-        return _fail("id: missing; `nas tokens revoke ID` (ids from `nas tokens list`)")
-    try:
-        rec = store.revoke_token(args.id)
-    except KeyError as e:
-        return _fail(str(e.args[0]))
-    print(f"token {rec['id']} ({rec['name']}) revoked")
     return 0
 
 
@@ -498,12 +428,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_targets)
 
-    s = sub.add_parser("serve", help="run the API, the dashboard and a runner (embedded default)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--runners", type=int, default=1, help="runner processes (default 1)")
-    s.set_defaults(func=cmd_serve)
-
     s = sub.add_parser("runner", help="claim queued jobs and run them (several may share PostgreSQL)")
     s.add_argument("--poll", type=float, default=1.0, help="seconds between polls of the queue")
     s.set_defaults(func=cmd_runner)
@@ -520,13 +444,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--once", action="store_true", help="one pull, then exit")
     s.set_defaults(func=cmd_agent)
 
-    s = sub.add_parser("tokens", help="API tokens: create, list, revoke")
-    s.add_argument("action", choices=["create", "list", "revoke"])
-    s.add_argument("id", nargs="?", help="token id (revoke)")
-    s.add_argument("--name", help="who or what uses the token (create)")
-    s.add_argument("--scopes", help="comma-separated: read, write, agent, admin (create; default read)")
-    s.set_defaults(func=cmd_tokens)
-
     s = sub.add_parser("jobs", help="list jobs")
     s.add_argument("--state", choices=["queued", "running", "completed", "failed", "cancelled"])
     s.add_argument("--limit", type=int, default=50)
@@ -542,6 +459,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("db", help="database migrations")
     s.add_argument("action", choices=["upgrade", "current"])
     s.set_defaults(func=cmd_db)
+
+    # installed packages add commands here (the api package: serve, tokens): the engine's CLI
+    # does not import the server (DESIGN §2)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="nas.commands"):
+        try:
+            ep.load()(sub)
+        except ImportError:  # the server extra is not installed: its commands are simply absent
+            continue
     return p
 
 

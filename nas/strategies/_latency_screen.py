@@ -63,9 +63,10 @@ class LatencyScreen:
         return info
 
     def most_uncertain(self, exclude: set[str]) -> Architecture | None:
-        """The sample architecture the model knows least: the largest share of its predicted time
-        in kernels no measured network contained (their times are the profiled prior, not
-        calibrated). Measuring it is the job-level half of nn-Meter's adaptive sampling."""
+        """The sample architecture the model knows least: the largest share of its predicted time in
+        kernels the measured networks contained rarely or never (a kernel seen ``c`` times weighs
+        ``1 / (1 + c)``: unseen kernels keep their profiled, uncalibrated time). Measuring it is
+        the job-level half of nn-Meter's adaptive sampling."""
         from latency.fusion import kernels
         from latency.kernel_model import as_graphs
 
@@ -77,8 +78,9 @@ class LatencyScreen:
                 continue
             ks = kernels(g, self.model.rules_)
             t = self.model._kernel_pred(ks)
-            unseen = sum(ti for k, ti in zip(ks, t) if k.key not in self.model.kernel_index_)
-            share = unseen / max(float(t.sum()), 1e-12)
+            index, counts = self.model.kernel_index_, self.model.kernel_counts_
+            weight = [1.0 / (1.0 + (counts[index[k.key]] if k.key in index else 0.0)) for k in ks]
+            share = float(np.dot(t, weight)) / max(float(t.sum()), 1e-12)
             if share > best_share:
                 best, best_share = arch, share
         return best

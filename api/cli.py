@@ -1,0 +1,109 @@
+"""The ``nas`` subcommands that belong to the server: ``serve`` and ``tokens``.
+
+``nas`` finds them through the ``nas.commands`` entry point (pyproject), so the engine's CLI
+never imports this package (DESIGN §2: nothing imports ``api``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+__all__ = ["register"]
+
+
+def _fail(msg: str) -> int:
+    print(f"nas: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The embedded default: the API on loopback, one runner process, SQLite unless
+    NAS_DATABASE_URL says otherwise, local Ray unless RAY_ADDRESS does."""
+    try:
+        import uvicorn
+    except ImportError as e:
+        return _fail(f"nas serve needs the server extra ({e.name} is missing): pip install 'nas-service[server]'")
+    from nas.storage import Store
+
+    from .app import create_app
+    from .settings import Settings
+
+    if not 0 < args.port < 65536:
+        return _fail(f"--port: got {args.port}; valid: 1..65535")
+    if args.runners < 0:
+        return _fail(f"--runners: got {args.runners}; valid: an integer >= 0")
+    store = Store(args.db)
+    settings = Settings(database_url=store.url, host=args.host, port=args.port)
+    for old in store.list_tokens():  # one live serve-admin token: the one printed below
+        if old["name"] == "serve-admin" and not old["revoked_at"]:
+            store.revoke_token(old["id"])
+    secret, _ = store.create_token("serve-admin", ["admin"])
+    env = dict(os.environ, NAS_DATABASE_URL=store.url)  # not on the command line: `ps` shows it
+    runners = [subprocess.Popen([sys.executable, "-m", "nas.cli", "runner"], env=env) for _ in range(args.runners)]
+    url = f"http://{args.host}:{args.port}"
+    print(f"nas serve: API {url}/api/v1 (OpenAPI {url}/docs), dashboard {url}/", flush=True)
+    print(f"admin token (shown once): {secret}", flush=True)
+    print(f"database: {store.display_url()}; {args.runners} runner(s)", flush=True)
+    try:
+        uvicorn.run(create_app(settings, store), host=args.host, port=args.port, log_level="warning")
+    finally:
+        for p in runners:
+            p.terminate()
+        for p in runners:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from nas.storage import Store
+
+    from .auth import SCOPES
+
+    store = Store(args.db)
+    if args.action == "create":
+        scopes = [x.strip() for x in (args.scopes or "read").split(",") if x.strip()]
+        bad = [x for x in scopes if x not in SCOPES]
+        if bad or not scopes:
+            return _fail(f"--scopes: got {args.scopes!r}; valid: a comma-separated subset of {', '.join(SCOPES)}")
+        if not args.name:
+            return _fail("--name: missing; give the token a name (who or what uses it)")
+        secret, rec = store.create_token(args.name, scopes)
+        print(secret)
+        print(f"token {rec['id']} ({rec['name']}): scopes {', '.join(rec['scopes'])}; the secret is shown once",
+              file=sys.stderr)
+        return 0
+    if args.action == "list":
+        for t in store.list_tokens():
+            state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "active"
+            print(f"{t['id']}  {t['name']:<20} {','.join(t['scopes']):<24} {state}")
+        return 0
+    if not args.id:
+        return _fail("id: missing; `nas tokens revoke ID` (ids from `nas tokens list`)")
+    try:
+        rec = store.revoke_token(args.id)
+    except KeyError as e:
+        return _fail(str(e.args[0]))
+    print(f"token {rec['id']} ({rec['name']}) revoked")
+    return 0
+
+
+def register(sub) -> None:
+    """Add ``serve`` and ``tokens`` to the ``nas`` parser's subcommands."""
+    s = sub.add_parser("serve", help="run the API, the dashboard and a runner (embedded default)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--runners", type=int, default=1, help="runner processes (default 1)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("tokens", help="API tokens: create, list, revoke")
+    s.add_argument("action", choices=["create", "list", "revoke"])
+    s.add_argument("id", nargs="?", help="token id (revoke)")
+    s.add_argument("--name", help="who or what uses the token (create)")
+    s.add_argument("--scopes", help="comma-separated: read, write, agent, admin (create; default read)")
+    s.set_defaults(func=cmd_tokens)
