@@ -167,8 +167,12 @@ class Profiler(abc.ABC):
                 "round_medians_ms": medians, "round_spreads": [spread(r) for r in rounds],
                 "spread_ok": spread(best) <= self.max_spread and agree}
         return Measurement(**base, times_ms=tuple(best), repeats=len(best), rounds=len(rounds),
-                           threads={"intra_op": threads, "inter_op": 1}, versions=_versions(extra), kernels=kernels,
+                           threads=self._threads(threads), versions=_versions(extra), kernels=kernels,
                            info=info)
+
+    def _threads(self, intra: int | None) -> dict[str, int]:
+        """The thread settings that were in force (only what this profiler actually set or read)."""
+        return {"intra_op": intra} if intra is not None else {}
 
     @staticmethod
     def _inputs(target: Target, inputs: Sequence[Any] | None) -> tuple[Any, ...]:
@@ -327,6 +331,9 @@ class OnnxRuntimeProfiler(Profiler):
     """
 
     backend = "onnxruntime"
+
+    def _threads(self, intra: int | None) -> dict[str, int]:
+        return {"intra_op": intra or 0, "inter_op": 1}  # both set on the session (0: ORT's default)
 
     def _check_installed(self) -> None:
         try:
