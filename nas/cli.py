@@ -20,6 +20,17 @@ def _fail(msg: str) -> int:
     return EXIT_USAGE
 
 
+def _space_config(pairs: list[str]) -> dict[str, str] | str:
+    """``KEY=VALUE`` arguments as a space config, or the error message for the first bad one."""
+    config = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            return f"config: got {pair!r}; write KEY=VALUE, e.g. dataset=cifar100"
+        config[key] = value
+    return config
+
+
 def _store(args: argparse.Namespace):
     from .storage import Store
 
@@ -170,12 +181,9 @@ def cmd_proxies(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         return _fail(f"--jobs: got {args.jobs}; valid: an integer >= 1")
-    config = {}
-    for pair in args.config:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            return _fail(f"config: got {pair!r}; write KEY=VALUE, e.g. dataset=cifar100")
-        config[key] = value
+    config = _space_config(args.config)
+    if isinstance(config, str):
+        return _fail(config)
     try:
         space = get_space(args.name, **config)
     except SpacesError as e:
@@ -229,12 +237,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         if not args.space:
             return _fail("space: missing; give a space name (e.g. nb201) or --file PATH --shape 1,3,32,32")
-        config = {}
-        for pair in args.config:
-            key, sep, value = pair.partition("=")
-            if not sep:
-                return _fail(f"config: got {pair!r}; write KEY=VALUE, e.g. dataset=cifar100")
-            config[key] = value
+        config = _space_config(args.config)
+        if isinstance(config, str):
+            return _fail(config)
         try:
             space = get_space(args.space, **config)
             if args.arch:
