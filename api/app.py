@@ -28,8 +28,12 @@ def _version() -> str:
 
 
 class _BodyLimit:
-    """Pure ASGI middleware: a request body over ``limit`` bytes gets 413, before any route runs
-    (checked on Content-Length, and counted while streaming when there is none)."""
+    """Pure ASGI middleware: a request body over ``limit`` bytes gets 413 before any route runs.
+
+    Checked on Content-Length, and for a chunked body by reading it here (at most ``limit``
+    bytes are buffered) and replaying it to the app: an exception raised from inside the app's
+    own body reader would be turned into a 400 by FastAPI.
+    """
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -40,21 +44,18 @@ class _BodyLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._too_large(send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._too_large(send)
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                return await self.app(scope, _replay([message], receive), send)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._too_large(send)
+            more = message.get("more_body", False)
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], receive), send)
 
     async def _too_large(self, send) -> None:
         body = json.dumps({"detail": f"body: larger than {self.limit} bytes; send a smaller request "
@@ -64,8 +65,14 @@ class _BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(messages: list[dict], receive):
+    """An ASGI ``receive`` that first returns ``messages``, then defers to the real one."""
+    pending = list(messages)
+
+    async def replayed():
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
 
 
 def create_app(settings: Settings | None = None, store: Any = None) -> FastAPI:

@@ -115,6 +115,9 @@ def test_malformed_json_oversized_bodies_unknown_ids_and_bad_pages(env):
     assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
     r = client.post("/api/v1/jobs", content=b"x" * (70 * 1024), headers={**tok["write"], "content-type": "application/json"})
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    chunked = iter([b"[" + b"1," * 20000, b"1," * 20000 + b"1]"])  # no Content-Length: counted while read
+    r = client.post("/api/v1/jobs", content=chunked, headers={**tok["write"], "content-type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
     r = client.get("/api/v1/jobs/doesnotexist")
     assert r.status_code == 404 and "doesnotexist" in r.json()["detail"]
     assert client.get("/api/v1/architectures/zzz").status_code == 404
