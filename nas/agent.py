@@ -86,11 +86,23 @@ class Agent:
         return self.profiler.profile(space.materialize(arch), self.target,
                                      space.example_inputs(arch, batch=self.target.batch), subject_id=item["arch_id"])
 
-    def serve_forever(self, poll_s: float = 5.0, limit: int = 4) -> None:
+    def serve_forever(self, poll_s: float = 5.0, limit: int = 4, max_backoff_s: float = 300.0) -> None:
+        """Pull, profile, post, forever. A failing API (down, restarting, 5xx) is retried with
+        exponential backoff; a rejected token or target (401/403/404/422) ends the agent."""
         self.register()
         print(f"agent {self.target.name} ({self.target.backend}) polling {self.api}", file=sys.stderr, flush=True)
+        backoff = poll_s
         while True:
-            n = self.run_once(limit)
+            try:
+                n = self.run_once(limit)
+            except AgentError as e:
+                if any(f"HTTP {code}" in str(e) for code in (401, 403, 404, 422)):
+                    raise
+                print(f"{e}; retrying in {backoff:.0f} s", file=sys.stderr, flush=True)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, max_backoff_s)
+                continue
+            backoff = poll_s
             if n:
                 print(f"posted {n} measurement(s)", file=sys.stderr, flush=True)
             else:

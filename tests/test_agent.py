@@ -56,3 +56,23 @@ def test_an_agent_profiles_what_the_api_asks_and_the_model_is_refitted(served):
         Agent(url, "nas_wrong", "edge-test").register()
     with pytest.raises(AgentError, match="cannot reach the API"):
         Agent("http://127.0.0.1:9", token, "edge-test").register()
+
+
+def test_an_agent_retries_a_failing_api_and_stops_on_a_rejected_token(monkeypatch):
+    from nas.agent import Agent, AgentError
+
+    agent = Agent("http://127.0.0.1:9", "nas_x", "edge-test")
+    calls = []
+
+    def flaky(limit=4):
+        calls.append(limit)
+        if len(calls) < 3:
+            raise AgentError("GET /targets/edge-test/work: HTTP 503: restarting")
+        raise AgentError("GET /targets/edge-test/work: HTTP 401: token: unknown or revoked")
+
+    monkeypatch.setattr(agent, "register", lambda: {})
+    monkeypatch.setattr(agent, "run_once", flaky)
+    monkeypatch.setattr("nas.agent.time.sleep", lambda s: None)
+    with pytest.raises(AgentError, match="HTTP 401"):
+        agent.serve_forever(poll_s=0.01)
+    assert len(calls) == 3  # two 503s retried, the 401 ends it
