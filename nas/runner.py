@@ -104,12 +104,3 @@ class Runner:
                     self.store.requeue(record.id)
                 except Exception:
                     pass
-
-
-def main_loop(store: Store, poll_s: float = 1.0) -> None:  # pragma: no cover - used by `nas runner`
-    runner = Runner(store, poll_s=poll_s)
-    try:
-        runner.serve_forever()
-    except KeyboardInterrupt:
-        runner.stop()
-    time.sleep(0)
