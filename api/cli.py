@@ -11,12 +11,9 @@ import os
 import subprocess
 import sys
 
+from nas.cli import _fail  # one error format for every nas command
+
 __all__ = ["register"]
-
-
-def _fail(msg: str) -> int:
-    print(f"nas: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

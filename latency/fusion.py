@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -235,32 +235,8 @@ def _edges(graph: OpGraph, rules: FusionRules) -> list[tuple[tuple[OpNode, ...],
     return out
 
 
-def _scaled(nodes: Sequence[OpNode], factor: int) -> tuple[OpNode, ...]:
-    """The same ops with ``factor`` times the channels (nn-Meter tests at mid-size shapes too):
-    a fusion is a graph rewrite, the same at any width, but at NB201's 16 channels a BN costs
-    a microsecond and the test's noise would decide. Input images (< 8 channels) keep theirs."""
-    def grow(shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (shape[0], shape[1] * factor, *shape[2:]) if len(shape) == 4 and shape[1] >= 8 else shape
-
-    out = []
-    for n in nodes:
-        a = dict(n.attrs)
-        if "cin" in a and n.in_shapes and len(n.in_shapes[0]) == 4 and a["cin"] >= 8:
-            a["cin"] *= factor
-        if "cin" in a and n.op == "linear" and n.in_shapes and len(n.in_shapes[0]) == 4:
-            a["cin"] = n.in_shapes[0][1] * factor if n.in_shapes[0][1] >= 8 else a["cin"]
-        if "cout" in a and len(n.out_shape) == 4:
-            a["cout"] *= factor
-        if a.get("groups", 1) > 1:
-            a["groups"] *= factor
-        grown = 1.0 if n.op not in ("conv", "linear") else float(factor)
-        out.append(OpNode(n.id, n.op, n.inputs, tuple(grow(x) for x in n.in_shapes), grow(n.out_shape),
-                          tuple(sorted(a.items())), n.flops * factor * grown, n.bytes * factor))
-    return tuple(out)
-
-
 def learn_rules(graphs: Sequence[OpGraph], target: Target, profiler: Any = None, alpha: float = 0.5,
-                passes: int = 5, scale: int = 1, progress: Any = None) -> FusionRules:
+                passes: int = 5, progress: Any = None) -> FusionRules:
     """Time the pair, dead-code and constant-folding tests on ``target`` and return its rules.
 
     ``graphs`` are traced networks of the space the rules are for: only the op pairs that
@@ -268,8 +244,6 @@ def learn_rules(graphs: Sequence[OpGraph], target: Target, profiler: Any = None,
     ``passes`` times, and keeps each model's fastest median: on a shared machine a neighbour's
     burst slows one pass, and the minimum is the time the backend itself needs.
     """
-    from torch import nn
-
     from .profilers import get_profiler
 
     if profiler is None:
@@ -348,8 +322,7 @@ def learn_rules(graphs: Sequence[OpGraph], target: Target, profiler: Any = None,
         for (typ, op2), (prod, n2) in pairs.items():
             tested.add((typ, op2))
             try:
-                prod_s, n2_s = _scaled(prod, scale), _scaled([n2], scale)[0]
-                t0, t1, t2, t12 = timed(tiny, build_ops(list(prod_s)), build_ops([n2_s]), build_ops([*prod_s, n2_s]))
+                t0, t1, t2, t12 = timed(tiny, build_ops(list(prod)), build_ops([n2]), build_ops([*prod, n2]))
             except Exception as e:  # an op the backend cannot run alone: no rule
                 tests.append({"test": "pair", "ops": [typ, op2], "error": str(e)[:300]})
                 continue
@@ -393,7 +366,3 @@ def _with_side_branch(side: OpNode, live: OpNode, kind: str) -> tuple[Any, tuple
             return y + torch.zeros_like(x)
 
     return Side().eval(), inputs
-
-
-def rules_summary(rules: FusionRules) -> dict[str, Any]:
-    return {k: v for k, v in asdict(rules).items() if k != "tests"}

@@ -117,10 +117,9 @@ def _calibrate(parts: np.ndarray, y: np.ndarray) -> np.ndarray:
     from scipy.optimize import nnls
 
     A = np.column_stack([parts, np.ones(len(y))])
-    if len(y) < 2 * A.shape[1]:  # too few networks for a factor per column: one scale for the sum
-        total = parts[:, :-1].sum(axis=1) if parts.shape[1] > 1 else parts[:, 0]
-        scale = float(np.median(y / np.maximum(total, 1e-9)))
-        return np.r_[np.full(max(parts.shape[1] - 1, 1), scale), np.zeros(A.shape[1] - max(parts.shape[1] - 1, 1))]
+    if len(y) < 2 * A.shape[1]:  # too few networks for a factor per column: one scale, no intercept
+        scale = float(np.median(y / np.maximum(parts.sum(axis=1), 1e-9)))
+        return np.r_[np.full(parts.shape[1], scale), 0.0]
     # relative errors matter (the +-10 % criterion): weight each network by 1 / y
     w = 1.0 / y
     coef, _ = nnls(A * w[:, None], y * w)

@@ -166,9 +166,7 @@ class Store:
         caller has checked it is dead), so two live processes never both write a job.
         """
         with self._session.begin() as s:
-            job = s.get(Job, job_id, with_for_update=True)
-            if job is None:
-                raise JobNotFoundError(job_id, self.display_url())
+            job = self._locked_job(s, job_id)
             if job.owner not in (None, owner, steal_from) and job.state == "running":
                 raise JobConflictError(f"job {job_id} is being run by {job.owner}")
             if steal_from is not None and job.owner is not None and (job.state != "running" or job.owner != steal_from):
@@ -198,9 +196,7 @@ class Store:
         """Ask the job to stop: a queued job is cancelled at once, a running one at its next
         round (its runner polls the flag). Raises ``JobConflictError`` for a finished job."""
         with self._session.begin() as s:
-            job = s.get(Job, job_id, with_for_update=True)
-            if job is None:
-                raise JobNotFoundError(job_id, self.display_url())
+            job = self._locked_job(s, job_id)
             if job.state not in ("queued", "running"):
                 raise JobConflictError(f"job {job_id} is {job.state}; only a queued or running job can be cancelled")
             now = _now()
@@ -212,9 +208,7 @@ class Store:
     def requeue(self, job_id: str) -> JobRecord:
         """Put a cancelled or failed job back in the queue (resume); its trials are kept."""
         with self._session.begin() as s:
-            job = s.get(Job, job_id, with_for_update=True)
-            if job is None:
-                raise JobNotFoundError(job_id, self.display_url())
+            job = self._locked_job(s, job_id)
             if job.state not in ("cancelled", "failed"):
                 raise JobConflictError(f"job {job_id} is {job.state}; only a cancelled or failed job can be resumed")
             job.state, job.cancel_requested, job.owner = "queued", False, None
@@ -367,13 +361,7 @@ class Store:
         if states is not None:
             q = q.where(Trial.state.in_(list(states)))
         with self._session() as s:
-            return [TrialRecord(job_id=t.job_id, number=t.number, round=t.round,
-                                arch={"space": a.space, "space_version": a.space_version, "params": a.params,
-                                      "arch_id": a.arch_id},
-                                state=t.state, values=t.values, metrics=t.metrics, constraints=t.constraints,
-                                feasible=t.feasible, source=t.source, sampler=t.sampler, error=t.error,
-                                duration_s=t.duration_s)
-                    for t, a in s.execute(q)]
+            return [self._trial(t, a) for t, a in s.execute(q)]
 
     def page_trials(self, job_id: str, *, state: str | None = None, sort: str | None = None, desc: bool = False,
                     limit: int = 50, offset: int = 0) -> tuple[list[TrialRecord], int]:
@@ -392,20 +380,13 @@ class Store:
         base = base.limit(limit).offset(offset)
         with self._session() as s:
             total = s.scalar(count) or 0
-            rows = [TrialRecord(job_id=t.job_id, number=t.number, round=t.round,
-                                arch={"space": a.space, "space_version": a.space_version, "params": a.params,
-                                      "arch_id": a.arch_id},
-                                state=t.state, values=t.values, metrics=t.metrics, constraints=t.constraints,
-                                feasible=t.feasible, source=t.source, sampler=t.sampler, error=t.error,
-                                duration_s=t.duration_s)
-                    for t, a in s.execute(base)]
+            rows = [self._trial(t, a) for t, a in s.execute(base)]
         return rows, total
 
     def get_architecture(self, arch_id: str) -> dict[str, Any] | None:
         with self._session() as s:
             a = s.get(ArchitectureRow, arch_id)
-            return None if a is None else {"arch_id": a.arch_id, "space": a.space, "space_version": a.space_version,
-                                           "params": a.params}
+            return None if a is None else self._arch(a)
 
     def count_trials(self, job_id: str) -> int:
         with self._session() as s:
@@ -497,8 +478,7 @@ class Store:
         if spaces is not None:
             q = q.where(ArchitectureRow.space.in_(list(spaces)))
         with self._session() as s:
-            return [{"arch_id": a.arch_id, "space": a.space, "space_version": a.space_version, "params": a.params}
-                    for a in s.scalars(q)]
+            return [self._arch(a) for a in s.scalars(q)]
 
     def save_latency_model(self, target: Any, kind: str, model: Any, n_measurements: int,
                            info: dict[str, Any] | None = None) -> None:
@@ -533,6 +513,23 @@ class Store:
         with self._session() as s:
             return [(r.level, r.message) for r in
                     s.scalars(select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id))]
+
+    def _locked_job(self, s: Session, job_id: str) -> Job:
+        """The job row, locked for this transaction (``FOR UPDATE``); ``JobNotFoundError`` if absent."""
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None:
+            raise JobNotFoundError(job_id, self.display_url())
+        return job
+
+    @staticmethod
+    def _arch(a: ArchitectureRow) -> dict[str, Any]:
+        return {"arch_id": a.arch_id, "space": a.space, "space_version": a.space_version, "params": a.params}
+
+    @classmethod
+    def _trial(cls, t: Trial, a: ArchitectureRow) -> TrialRecord:
+        return TrialRecord(job_id=t.job_id, number=t.number, round=t.round, arch=cls._arch(a), state=t.state,
+                           values=t.values, metrics=t.metrics, constraints=t.constraints, feasible=t.feasible,
+                           source=t.source, sampler=t.sampler, error=t.error, duration_s=t.duration_s)
 
     @staticmethod
     def _record(j: Job, with_state: bool = False) -> JobRecord:
