@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from .auth import require
 from .settings import Settings
@@ -101,7 +101,8 @@ def create_app(settings: Settings | None = None, store: Any = None) -> FastAPI:
 def _errors(app: FastAPI) -> None:
     """Every error a client can cause, mapped in one place to a 4xx that names the field."""
     from latency import LatencyError
-    from nas.errors import JobConflictError, JobNotFoundError, SpecError
+    from nas.errors import ArchitectureNotFoundError, JobConflictError, JobNotFoundError, SpecError
+    from spaces import SpacesError
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -128,6 +129,20 @@ def _errors(app: FastAPI) -> None:
     async def not_found(request: Request, exc: JobNotFoundError):
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(ArchitectureNotFoundError)
+    async def arch_not_found(request: Request, exc: ArchitectureNotFoundError):
+        return JSONResponse({"detail": str(exc), "field": "arch_id"}, status_code=404)
+
+    @app.exception_handler(SpacesError)
+    async def space_error(request: Request, exc: SpacesError):
+        from spaces import ExportError, ParentNotTrainedError
+
+        field = getattr(exc, "field", None)
+        # no weights to export, or not the weights the job measured: the request is fine, the state is not
+        status = 409 if isinstance(exc, ParentNotTrainedError) or (isinstance(exc, ExportError)
+                                                                   and field == "architecture") else 422
+        return JSONResponse({"detail": str(exc), "field": field or "body"}, status_code=status)
+
     @app.exception_handler(JobConflictError)
     async def conflict(request: Request, exc: JobConflictError):
         return JSONResponse({"detail": str(exc)}, status_code=409)
@@ -142,7 +157,8 @@ def _job_json(rec) -> dict[str, Any]:
 def _trial_json(t) -> dict[str, Any]:
     return {"number": t.number, "round": t.round, "state": t.state, "arch_id": t.arch_id, "arch": t.arch["params"],
             "values": t.values, "metrics": t.metrics, "feasible": t.feasible, "constraints": t.constraints,
-            "source": t.source, "error": t.error, "duration_s": t.duration_s}
+            "source": t.source, "error": t.error, "duration_s": t.duration_s,
+            "export_url": f"{API_PREFIX}/jobs/{t.job_id}/architectures/{t.arch_id}/export"}
 
 
 def _routes() -> APIRouter:
@@ -152,6 +168,7 @@ def _routes() -> APIRouter:
     r = APIRouter()
     Limit = Query(50, ge=1, le=MAX_PAGE, description=f"page size (1..{MAX_PAGE})")
     Offset = Query(0, ge=0, description="items to skip")
+    ExportFormat = Query("safetensors", max_length=40, description="safetensors, torchscript or onnx")
 
     # -- service ------------------------------------------------------------------
     @r.get("/health", tags=["service"])
@@ -336,10 +353,24 @@ def _routes() -> APIRouter:
                  for a in store.unmeasured_architectures(target, limit=limit, spaces=_spaces_with_networks())]
         return {"target": target.to_dict() | {"key": target.key}, "items": items}
 
+    @r.get("/jobs/{job_id}/architectures/{arch_id}/export", tags=["architectures"],
+           dependencies=[require("read")], response_class=Response,
+           responses={200: {"content": {"application/zip": {}}, "description": "the export directory, zipped"}})
+    def export_job_architecture(request: Request, job_id: str, arch_id: str, format: str = ExportFormat):
+        """The architecture as measured by this job, with its inherited weights: a zip of the
+        directory `nas export` writes (`architecture.json` and the model file)."""
+        return _export_zip(request.app.state.store, job_id, arch_id, format)
+
+    @r.get("/architectures/{arch_id}/export", tags=["architectures"], dependencies=[require("read")],
+           response_class=Response,
+           responses={200: {"content": {"application/zip": {}}, "description": "the export directory, zipped"}})
+    def export_architecture(request: Request, arch_id: str, format: str = ExportFormat):
+        """Like the job's export, from the most recent job that measured the architecture."""
+        return _export_zip(request.app.state.store, None, arch_id, format)
+
     @r.get("/architectures/{arch_id}/onnx", tags=["architectures"], dependencies=[require("read", "agent")])
     def onnx_artefact(request: Request, arch_id: str, batch: int = Query(1, ge=1, le=256)):
         """The architecture's network exported to ONNX (weights as built; inputs of the space's shape)."""
-        from fastapi.responses import Response
 
         a = request.app.state.store.get_architecture(arch_id)
         if a is None:
@@ -374,6 +405,21 @@ def _spaces_with_networks() -> list[str]:
     from spaces import SearchSpace, list_spaces, space_class
 
     return [n for n in list_spaces() if space_class(n).materialize is not SearchSpace.materialize]
+
+
+def _export_zip(store, job_id: str | None, arch_id: str, format: str):
+    import tempfile
+    from pathlib import Path
+
+    from nas.export import export_from_job
+    from spaces._export import zip_directory
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # never train a parent inside a request: the runner that measured the job trained it
+        path = export_from_job(store, job_id, arch_id, Path(tmp) / "export", format=format, train_parent=False)
+        data = zip_directory(path)
+    name = f"{arch_id}-{format}.zip"
+    return Response(data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def _input_shape(a: dict[str, Any], batch: int) -> list[int]:

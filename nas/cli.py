@@ -206,6 +206,74 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parents(args: argparse.Namespace) -> int:
+    """Train (once; cached on disk) or list the parents whose weights subnets inherit."""
+    import time
+
+    from spaces import SpacesError
+    from spaces._parents import checkpoint_path, get_parent, list_parents, load_parent
+
+    if args.action == "list":
+        for name in list_parents():
+            spec = get_parent(name)
+            path = checkpoint_path(name, args.seed)
+            state = f"trained ({path})" if path.exists() else "not trained"
+            print(f"{name} [space {spec.space}]: {spec.description}; seed {args.seed}: {state}")
+        return 0
+    if not args.name:
+        return _fail(f"parents train: name a parent; valid: {', '.join(list_parents())}")
+    if args.seed < 0:
+        return _fail(f"--seed: got {args.seed}; valid: an integer >= 0")
+    try:
+        get_parent(args.name)
+        if checkpoint_path(args.name, args.seed).exists() and not args.force:
+            p = load_parent(args.name, args.seed, train=False)
+            print(f"{p.name} (seed {p.seed}) is trained: {p.path} digest {p.digest} {_fmt_metrics(p.metrics)}"
+                  " (--force retrains)")
+            return 0
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        t0 = time.perf_counter()
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn()) as bar:
+            task = bar.add_task(f"training {args.name} (seed {args.seed})", total=None)
+
+            def progress(done: int, total: int, msg: str) -> None:
+                bar.update(task, completed=done, total=total, description=f"training {args.name}: {msg}")
+
+            p = load_parent(args.name, args.seed, progress=progress, force=args.force)
+    except SpacesError as e:
+        return _fail(str(e))
+    print(f"{p.name} (seed {p.seed}) trained in {time.perf_counter() - t0:.0f} s: {p.path} digest {p.digest} "
+          f"{_fmt_metrics(p.metrics)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a found architecture with its inherited weights: safetensors, TorchScript or ONNX."""
+    from spaces import SpacesError
+
+    from .errors import NasError
+    from .export import export_from_job
+
+    out = args.out or f"{args.arch_id}-{args.format}"
+    try:
+        path = export_from_job(_store(args), args.job_id, args.arch_id, out, format=args.format, force=args.force)
+    except (SpacesError, NasError) as e:
+        return _fail(str(e))
+    loader = {"safetensors": "from spaces import load_architecture; model = load_architecture(%r)",
+              "torchscript": "import torch; model = torch.jit.load(%r)",
+              "onnx": "import onnxruntime; session = onnxruntime.InferenceSession(%r)"}[args.format]
+    artefact = str(path) if args.format == "safetensors" else str(path / {"torchscript": "model.pt",
+                                                                            "onnx": "model.onnx"}[args.format])
+    print(f"exported {args.arch_id} of job {args.job_id} ({args.format}) to {path}\n  {loader % artefact}")
+    return 0
+
+
+def _fmt_metrics(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
 # -- latency ----------------------------------------------------------------------
 def cmd_profile(args: argparse.Namespace) -> int:
     """Profile networks on this machine (a space's architectures, or an exported file) and store
@@ -414,6 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", nargs="*", metavar="KEY=VALUE", help="space configuration, e.g. dataset=cifar100")
     s.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
     s.set_defaults(func=cmd_proxies)
+
+    s = sub.add_parser("parents", help="train (once; cached) or list the parents subnets inherit weights from")
+    s.add_argument("action", choices=["train", "list"])
+    s.add_argument("name", nargs="?", help="parent name, e.g. vit-small")
+    s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    s.add_argument("--force", action="store_true", help="retrain even when a checkpoint exists")
+    s.set_defaults(func=cmd_parents)
+
+    s = sub.add_parser("export", help="export a found architecture with its weights (safetensors, TorchScript, ONNX)")
+    s.add_argument("job_id")
+    s.add_argument("arch_id")
+    s.add_argument("--format", default="safetensors", help="safetensors (default), torchscript or onnx")
+    s.add_argument("--out", metavar="DIR", help="directory to create (default ARCH_ID-FORMAT)")
+    s.add_argument("--force", action="store_true", help="replace DIR when it exists")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("profile", help="profile networks on this machine and store the measurements")
     s.add_argument("space", nargs="?", help="space name, e.g. nb201 (or use --file)")

@@ -22,7 +22,7 @@ import numpy as np
 
 from spaces import Architecture, InvalidConfigError, SearchSpace, SpacesError, UnknownSpaceError, get_space
 
-from .errors import JobCancelled, JobConflictError, NasError, SpecError
+from .errors import EvaluationError, JobCancelled, JobConflictError, NasError, SpecError
 from .evaluation import Executor, make_evaluator, make_executor
 from .pareto import normalized_hypervolume, pareto_front
 from .problem import Problem
@@ -271,6 +271,15 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
     rounds = store.load_rounds(job_id)
     strategy.start(SearchContext(space, problem, spec.seed, spec.budget.evaluations, job_log), history, state)
     evaluator = make_evaluator(space, problem.keys)
+    # in the driver, before any worker: a parent missing on disk is trained here, once
+    provenance = space.provenance()
+    if provenance:
+        old = store.get_job(job_id).provenance
+        if old and old != provenance:
+            raise EvaluationError(f"the job's metrics were measured with {old}; this machine has {provenance} "
+                                  "(a retrained parent): start a new job instead of resuming this one")
+        store.set_provenance(job_id, provenance)
+        job_log("measured with " + ", ".join(f"{k} {v}" for k, v in provenance.items()))
     bounds = problem.bounds(space)
     known: dict[str, TrialRecord] = {}  # arch_id -> first measured trial, to reuse instead of re-measuring
     for t in history:

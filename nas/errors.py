@@ -29,6 +29,12 @@ class JobNotFoundError(NasError, LookupError):
                          "valid: an id listed by `nas jobs`")
 
 
+class ArchitectureNotFoundError(NasError, LookupError):
+    """An architecture id that the job (or any job) has not measured."""
+
+    field = "arch_id"
+
+
 class JobConflictError(NasError):
     """Another process owns the job (one writer per job)."""
 

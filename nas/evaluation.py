@@ -17,7 +17,7 @@ from spaces import Architecture, SearchSpace, TabularSpace
 from .errors import EvaluationError
 
 __all__ = ["Evaluator", "Evaluation", "TabularEvaluator", "ProfilingEvaluator", "CompositeEvaluator",
-           "make_evaluator", "EvalResult", "Executor", "InlineExecutor", "RayTuneExecutor", "make_executor"]
+           "SpaceEvaluator", "make_evaluator", "EvalResult", "Executor", "InlineExecutor", "RayTuneExecutor", "make_executor"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,16 @@ class TabularEvaluator(Evaluator):
 
     def __call__(self, arch: Architecture) -> dict[str, float]:
         return self.space.lookup(arch, self.keys)
+
+
+class SpaceEvaluator(Evaluator):
+    """Asks the space to measure the architecture itself (inherited-weight quality)."""
+
+    def __init__(self, space: SearchSpace, keys: Sequence[str]) -> None:
+        self.space, self.keys = space, tuple(keys)
+
+    def __call__(self, arch: Architecture) -> dict[str, float]:
+        return self.space.evaluate(arch, self.keys)
 
 
 class ProfilingEvaluator(Evaluator):
@@ -129,9 +139,12 @@ def make_evaluator(space: SearchSpace, keys: Sequence[str], profile: dict[str, A
     rest = [k for k in keys if not is_profiled(k)]
     parts: list[Evaluator] = []
     if rest:
-        if not isinstance(space, TabularSpace):
+        if isinstance(space, TabularSpace):
+            parts.append(TabularEvaluator(space, rest))
+        elif space.has_evaluator():
+            parts.append(SpaceEvaluator(space, rest))
+        else:
             raise EvaluationError(f"space {space.name!r} has no evaluator yet")
-        parts.append(TabularEvaluator(space, rest))
     if profiled:
         parts.append(ProfilingEvaluator(space, profiled, profile))
     return parts[0] if len(parts) == 1 else CompositeEvaluator(parts)

@@ -189,6 +189,36 @@ class SearchSpace(abc.ABC):
     def example_inputs(self, arch: Architecture, batch: int = 1) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError(f"space {self.name!r} has no network inputs")
 
+    def evaluate(self, arch: Architecture, keys: Sequence[str]) -> dict[str, float]:
+        """Measure ``keys`` (non-profiled metrics) of ``arch`` itself, e.g. the top-1 of its
+        inherited-weight network. Spaces with a trained parent implement it; tabular spaces
+        read their table instead (``lookup``)."""
+        raise NotImplementedError(f"space {self.name!r} has no evaluator of its own")
+
+    def provenance(self) -> dict[str, Any]:
+        """What the metrics depend on beyond the architecture (a parent's checkpoint digest):
+        recorded with a job, checked again on export."""
+        return {}
+
+    def network_config(self, arch: Architecture) -> dict[str, Any]:
+        """The JSON that rebuilds ``arch``'s dense network without the parent
+        (``build_network``): what an export writes beside the weights. Spaces whose networks
+        have trained weights implement it; the others cannot export weights."""
+        raise NotImplementedError(f"space {self.name!r} has no trained weights to export")
+
+    @classmethod
+    def build_network(cls, network: Mapping[str, Any]) -> torch.nn.Module:
+        """The dense network of ``network_config``, freshly initialised (load weights into it)."""
+        raise NotImplementedError(f"space {cls.name!r} cannot rebuild networks from a config")
+
+    @classmethod
+    def has_weights(cls) -> bool:
+        return cls.network_config is not SearchSpace.network_config
+
+    @classmethod
+    def has_evaluator(cls) -> bool:
+        return cls.evaluate is not SearchSpace.evaluate
+
     def __reduce__(self):  # pickle by (class, config): tables reload lazily in the worker
         return (_rebuild, (type(self), dict(self.config)))
 

@@ -9,6 +9,8 @@ __all__ = [
     "InvalidArchitectureError",
     "DataNotFoundError",
     "UnknownMetricError",
+    "ExportError",
+    "LoadError",
 ]
 
 
@@ -52,3 +54,16 @@ class UnknownMetricError(SpacesError, KeyError):
 
 class DataNotFoundError(SpacesError, FileNotFoundError):
     """A benchmark data file is missing under ``NAS_BENCHMARK_DATA``."""
+
+
+class ExportError(SpacesError, ValueError):
+    """An export that cannot be made: unknown format, existing target, no stored weights."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class LoadError(SpacesError, ValueError):
+    """``load_architecture`` could not build the model: a missing file, weights that are
+    missing or do not match the network, a URL that does not answer."""

@@ -97,6 +97,7 @@ class JobRecord:
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
     cancel_requested: bool = False
+    provenance: dict[str, Any] | None = None
     strategy_state: bytes | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -253,6 +253,10 @@ class Store:
         with self._session.begin() as s:
             s.execute(update(Job).where(Job.id == job_id, Job.owner == owner).values(heartbeat_at=_now()))
 
+    def set_provenance(self, job_id: str, provenance: dict[str, Any]) -> None:
+        with self._session.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(provenance=provenance or None))
+
     def stale_running_jobs(self, older_than_s: float) -> list[JobRecord]:
         """Running jobs whose owner has not written a heartbeat for ``older_than_s`` seconds."""
         from datetime import timedelta
@@ -382,6 +386,18 @@ class Store:
             total = s.scalar(count) or 0
             rows = [self._trial(t, a) for t, a in s.execute(base)]
         return rows, total
+
+    def find_trial(self, arch_id: str, job_id: str | None = None) -> TrialRecord | None:
+        """The first measured trial of ``arch_id`` in ``job_id``, or in the most recent job
+        that measured it (``job_id=None``); an unmeasured or failed trial when nothing better."""
+        q = (select(Trial, ArchitectureRow).join(ArchitectureRow, Trial.arch_id == ArchitectureRow.arch_id)
+             .join(Job, Job.id == Trial.job_id).where(Trial.arch_id == arch_id)
+             .order_by((Trial.state != "complete"), Job.created_at.desc(), Trial.number).limit(1))
+        if job_id is not None:
+            q = q.where(Trial.job_id == job_id)
+        with self._session() as s:
+            row = s.execute(q).first()
+            return None if row is None else self._trial(*row)
 
     def get_architecture(self, arch_id: str) -> dict[str, Any] | None:
         with self._session() as s:
@@ -539,4 +555,4 @@ class Store:
                          created_at=_aware(j.created_at), updated_at=_aware(j.updated_at),
                          started_at=_aware(j.started_at), finished_at=_aware(j.finished_at),
                          heartbeat_at=_aware(j.heartbeat_at), cancel_requested=bool(j.cancel_requested),
-                         strategy_state=j.strategy_state if with_state else None)
+                         provenance=j.provenance, strategy_state=j.strategy_state if with_state else None)

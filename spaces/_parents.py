@@ -1,0 +1,175 @@
+"""Parents: the trained reference networks whose weights subnets inherit.
+
+No pretrained weights can be downloaded where the service runs, so each parent is trained
+by the project on real data that ships with its dependencies, once per (name, seed), and
+cached on disk under ``$NAS_CACHE_DIR/parents`` (default ``~/.cache/nas/parents``). A
+parent is identified by its name, its seed and the digest of its checkpoint file: a job
+records the digest, and an export refuses a parent whose digest differs from the one the
+job's metrics were measured with.
+
+The one registry of parents: ``register_parent``, ``get_parent``, ``list_parents``,
+``load_parent``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import SpacesError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ParentSpec", "TrainedParent", "register_parent", "get_parent", "list_parents", "load_parent",
+           "parents_dir", "weights_digest", "UnknownParentError", "ParentNotTrainedError"]
+
+Progress = Callable[[int, int, str], None]  # (done, total, message)
+
+
+class UnknownParentError(SpacesError, KeyError):
+    def __init__(self, name: str, valid: list[str]) -> None:
+        super().__init__(f"unknown parent {name!r}; valid: {', '.join(valid)}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class ParentNotTrainedError(SpacesError, FileNotFoundError):
+    """A parent that is not on disk when training on demand was not allowed."""
+
+
+@dataclass(frozen=True)
+class ParentSpec:
+    """How to build and train one parent.
+
+    ``build()`` returns the untrained module; ``train(module, seed, progress)`` trains it in
+    place, deterministically for the seed, and returns its metrics (JSON scalars).
+    """
+
+    name: str
+    space: str
+    description: str
+    build: Callable[[], torch.nn.Module]
+    train: Callable[[torch.nn.Module, int, Progress | None], dict[str, float]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainedParent:
+    name: str
+    seed: int
+    path: Path
+    digest: str  # of the weights (``weights_digest``)
+    metrics: dict[str, float]
+    module: torch.nn.Module = field(repr=False, compare=False)
+
+
+_REGISTRY: dict[str, ParentSpec] = {}
+_BUILTIN_MODULES = ("spaces.vit.parents",)
+_LOADED: dict[tuple[str, int], TrainedParent] = {}  # by (checkpoint path, seed)
+
+
+def register_parent(spec: ParentSpec) -> ParentSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"parent {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_builtins() -> None:
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(mod)
+
+
+def list_parents() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_parent(name: str) -> ParentSpec:
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownParentError(name, sorted(_REGISTRY)) from None
+
+
+def parents_dir() -> Path:
+    base = os.environ.get("NAS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nas")
+    return Path(base) / "parents"
+
+
+def checkpoint_path(name: str, seed: int) -> Path:
+    return parents_dir() / f"{name}-seed{seed}.pt"
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors (names, shapes, dtypes, bytes), first 16 hex digits: the
+    same weights give the same digest whatever else the checkpoint file holds."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != _bf16() else t.view(-1).float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _bf16():
+    import torch
+
+    return torch.bfloat16
+
+
+def load_parent(name: str, seed: int = 0, *, train: bool = True, progress: Progress | None = None,
+                force: bool = False) -> TrainedParent:
+    """The trained parent ``name`` for ``seed``: from this process, from disk, or trained now.
+
+    Training happens under a file lock, so concurrent workers train a parent once; the
+    checkpoint is written to a temporary file and renamed, so a killed trainer leaves no
+    half-written checkpoint. ``train=False`` raises :class:`ParentNotTrainedError` instead.
+    ``force`` retrains even when a checkpoint exists.
+    """
+    import fcntl
+
+    import torch
+
+    spec = get_parent(name)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise SpacesError(f"parent seed: got {seed!r}; valid: an integer >= 0")
+    path = checkpoint_path(name, seed)
+    key = (str(path), seed)
+    if key in _LOADED and not force:
+        return _LOADED[key]
+    if not path.exists() or force:
+        if not train:
+            raise ParentNotTrainedError(
+                f"parent {name!r} (seed {seed}) is not trained on this machine ({path} is missing); "
+                f"train it with: nas parents train {name} --seed {seed}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if force or not path.exists():  # another process may have trained it meanwhile
+                torch.manual_seed(seed)
+                module = spec.build()
+                t0 = time.perf_counter()
+                with torch.enable_grad():  # the caller may be inside no_grad (an evaluation)
+                    metrics = dict(spec.train(module, seed, progress))
+                metrics["train_s"] = round(time.perf_counter() - t0, 1)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                torch.save({"name": name, "seed": seed, "state_dict": module.state_dict(), "metrics": metrics,
+                            "torch": str(torch.__version__)}, tmp)
+                os.replace(tmp, path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    module = spec.build()
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    parent = TrainedParent(name, seed, path, weights_digest(ckpt["state_dict"]), dict(ckpt["metrics"]), module)
+    _LOADED[key] = parent
+    return parent

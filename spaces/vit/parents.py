@@ -1,0 +1,47 @@
+"""The ``vit-elastic`` parents: ``vit-small`` (the default; a few minutes on two cores) and
+``vit-tiny`` (for tests; seconds)."""
+
+from __future__ import annotations
+
+from .model import StageConfig, ViTConfig
+
+__all__ = ["PARENT_CONFIGS", "PARENT_EPOCHS"]
+
+# EfficientFormerV2-S0-like proportions scaled to 8x8 digits: 3 stages at 8x8, 4x4, 2x2;
+# attention possible in the last two blocks of the two late stages
+PARENT_CONFIGS = {
+    "vit-small": ViTConfig((StageConfig(32, 2, 4), StageConfig(64, 3, 4, heads=4, attn=2),
+                            StageConfig(96, 4, 4, heads=4, attn=2))),
+    "vit-tiny": ViTConfig((StageConfig(16, 1, 2), StageConfig(24, 2, 3, heads=2, attn=1),
+                           StageConfig(32, 2, 2, heads=2, attn=1))),
+}
+PARENT_EPOCHS = {"vit-small": 25, "vit-tiny": 2}
+
+
+def _register() -> None:
+    from .._parents import ParentSpec, register_parent
+
+    def builder(name):
+        def build():
+            from .model import SuperViT
+
+            return SuperViT(PARENT_CONFIGS[name])
+        return build
+
+    def trainer(name):
+        def train(module, seed, progress):
+            from .space import random_subnet, smallest_subnet
+            from .train import train_sandwich
+
+            cfg = PARENT_CONFIGS[name]
+            return train_sandwich(module, seed, progress, sample=lambda rng: random_subnet(cfg, rng),
+                                  smallest=smallest_subnet(cfg), epochs=PARENT_EPOCHS[name])
+        return train
+
+    for name in PARENT_CONFIGS:
+        register_parent(ParentSpec(name, "vit-elastic",
+                                   f"EfficientFormerV2-style ViT on scikit-learn digits, {PARENT_EPOCHS[name]} epochs "
+                                   "of sandwich training", builder(name), trainer(name)))
+
+
+_register()
