@@ -374,7 +374,9 @@ def cmd_runner(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    runner = Runner(_store(args), poll_s=args.poll)
+    if args.poll <= 0 or args.stale_after <= 0:
+        return _fail(f"--poll and --stale-after: got {args.poll}, {args.stale_after}; valid: seconds > 0")
+    runner = Runner(_store(args), poll_s=args.poll, stale_after_s=args.stale_after)
 
     def stop(signum, frame):  # finish the round in flight, hand the job back, exit
         runner.stop()
@@ -518,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("runner", help="claim queued jobs and run them (several may share PostgreSQL)")
     s.add_argument("--poll", type=float, default=1.0, help="seconds between polls of the queue")
+    s.add_argument("--stale-after", type=float, default=120.0, metavar="S",
+                   help="take over a running job whose runner sent no heartbeat for S seconds (default 120)")
     s.set_defaults(func=cmd_runner)
 
     s = sub.add_parser("agent", help="profile architectures for the API on this device (a device agent)")

@@ -9,6 +9,7 @@ that names the URL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -30,12 +31,12 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'nas.db'}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """The URL of a fresh PostgreSQL database, dropped after the test.
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on the shared server, dropped on exit (skips when none answers).
 
-    Every engine that connects to it during the test is disposed before the drop, so
-    pooled connections of the code under test do not linger on the shared server.
+    Every engine that connects to it meanwhile is disposed before the drop, so pooled
+    connections of the code under test do not linger on the shared server.
     """
     import sqlalchemy as sa
     from sqlalchemy.engine import Engine, make_url
@@ -70,6 +71,13 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped after the test."""
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
