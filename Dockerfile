@@ -1,4 +1,4 @@
-# One image for every service of docker-compose.yml (migrations, search jobs, Ray head and workers).
+# One image for every service of docker-compose.yml (migrations, the API, runners, Ray head and workers).
 FROM python:3.11-slim
 WORKDIR /app
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
@@ -9,7 +9,10 @@ COPY nas ./nas
 COPY spaces ./spaces
 COPY predictors ./predictors
 COPY latency ./latency
+COPY api ./api
 COPY examples ./examples
 RUN pip install '.[all]'
-# benchmark tables are mounted at /data (NAS_BENCHMARK_DATA), never baked into the image
-ENV NAS_BENCHMARK_DATA=/data
+# benchmark tables are mounted at /data (NAS_BENCHMARK_DATA), never baked into the image;
+# trained parents live in the shared cache volume (NAS_CACHE_DIR)
+ENV NAS_BENCHMARK_DATA=/data NAS_CACHE_DIR=/cache
+EXPOSE 8000

@@ -7,6 +7,7 @@ never imports this package (DESIGN §2: nothing imports ``api``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -28,12 +29,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import create_app
     from .settings import Settings
 
+    try:
+        env = Settings.from_env()
+        runners_env = os.environ.get("NAS_RUNNERS", "1")
+        if not runners_env.isdigit():
+            raise ValueError(f"NAS_RUNNERS: got {runners_env!r}; valid: an integer >= 0")
+    except ValueError as e:
+        return _fail(str(e))
+    args.host = args.host or env.host
+    args.port = env.port if args.port is None else args.port
+    args.runners = int(runners_env) if args.runners is None else args.runners
     if not 0 < args.port < 65536:
         return _fail(f"--port: got {args.port}; valid: 1..65535")
     if args.runners < 0:
         return _fail(f"--runners: got {args.runners}; valid: an integer >= 0")
     store = Store(args.db)
-    settings = Settings(database_url=store.url, host=args.host, port=args.port)
+    settings = dataclasses.replace(env, database_url=store.url, host=args.host, port=args.port)
     for old in store.list_tokens():  # one live serve-admin token: the one printed below
         if old["name"] == "serve-admin" and not old["revoked_at"]:
             store.revoke_token(old["id"])
@@ -93,9 +104,10 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     """Add ``serve`` and ``tokens`` to the ``nas`` parser's subcommands."""
     s = sub.add_parser("serve", help="run the API, the dashboard and a runner (embedded default)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--runners", type=int, default=1, help="runner processes (default 1)")
+    s.add_argument("--host", default=None, help="address to bind (default $NAS_API_HOST or 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="port (default $NAS_API_PORT or 8000)")
+    s.add_argument("--runners", type=int, default=None,
+                   help="runner processes started beside the API (default $NAS_RUNNERS or 1)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("tokens", help="API tokens: create, list, revoke")
