@@ -36,13 +36,17 @@ def free_port() -> int:
 @dataclass
 class LocalCluster:
     """``start()`` brings up: migrations, ``ray start --head``, ``workers`` x ``ray start
-    --address``, ``nas serve --runners 0`` (the API) and ``runners`` x ``nas runner``."""
+    --address``, ``nas serve --runners 0`` (the API) and ``runners`` x ``nas runner``.
+
+    ``ray_cluster=False`` starts no Ray processes: each runner starts its own local Ray (the
+    embedded default), for comparison."""
 
     database_url: str
     runners: int = 2
     workers: int = 1
     cpus_per_node: int = 1
     stale_after_s: float = 5.0
+    ray_cluster: bool = True
     log_dir: Path | None = None
     api_url: str = ""
     token: str = ""
@@ -60,17 +64,21 @@ class LocalCluster:
         # a short path: Ray's unix sockets live under it (108-character limit)
         self._ray_dir = Path(tempfile.mkdtemp(prefix="nasray", dir="/tmp"))
         port = free_port()
-        self.ray_address = f"127.0.0.1:{port}"
+        self.ray_address = f"127.0.0.1:{port}" if self.ray_cluster else ""
         self.env = dict(os.environ, NAS_DATABASE_URL=self.database_url, RAY_ADDRESS=self.ray_address,
                         RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0",
                         NAS_CACHE_DIR=str(self.log_dir / "cache"))
+        if not self.ray_cluster:
+            del self.env["RAY_ADDRESS"]
         try:
             self._run([sys.executable, "-m", "nas.cli", "db", "upgrade"], "migrate")
-            ray = [sys.executable, "-m", "ray.scripts.scripts", "start"]
-            self._run(ray + ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                             f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self._ray_dir}"], "ray-head")
-            for i in range(self.workers):
-                self.add_worker(i)
+            if self.ray_cluster:
+                ray = [sys.executable, "-m", "ray.scripts.scripts", "start"]
+                self._run(ray + ["--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                                 "--include-dashboard=false", f"--num-cpus={self.cpus_per_node}",
+                                 f"--temp-dir={self._ray_dir}"], "ray-head")
+                for i in range(self.workers):
+                    self.add_worker(i)
             self.start_api()
             for _ in range(self.runners):
                 self.add_runner()

@@ -193,3 +193,19 @@ def test_an_agent_token_can_download_what_it_profiles_and_failures_are_not_hande
     assert client.post("/api/v1/measurements", json=[failed.to_dict()], headers=tok["agent"]).status_code == 201
     again = client.get("/api/v1/targets/edge/work", params={"limit": 20}, headers=tok["agent"]).json()["items"]
     assert work[0]["arch_id"] not in {w["arch_id"] for w in again}
+
+
+def test_export_errors_name_the_field(env):
+    client, store, h = env
+    job = client.post("/api/v1/jobs", json=SPEC, headers=h["write"]).json()
+    Runner(store, poll_s=0.05).run_once()
+    arch_id = client.get(f"{job['url']}/trials", headers=h["read"]).json()["items"][0]["arch_id"]
+    base = f"/api/v1/jobs/{job['id']}/architectures"
+    r = client.get(f"{base}/{arch_id}/export", headers=h["read"])  # nb201 has no trained weights
+    assert r.status_code == 409 and r.json()["field"] == "architecture" and "no stored weights" in r.json()["detail"]
+    r = client.get(f"{base}/{arch_id}/export?format=pickle", headers=h["read"])
+    assert r.status_code == 422 and r.json()["field"] == "format"
+    r = client.get(f"{base}/{'0' * 20}/export", headers=h["read"])
+    assert r.status_code == 404 and r.json()["field"] == "arch_id"
+    assert client.get(f"/api/v1/jobs/nope/architectures/{arch_id}/export", headers=h["read"]).status_code == 404
+    assert client.get(f"/api/v1/architectures/{'0' * 20}/export", headers=h["read"]).status_code == 404
