@@ -25,7 +25,7 @@ from conftest import postgres_admin_url, postgres_database
 pytestmark = [pytest.mark.postgres, pytest.mark.ray, pytest.mark.slow]
 
 FAST = {"space": {"name": "nb201"}, "objectives": [{"name": "accuracy"}, {"name": "latency_ms", "device": "raspi4"}],
-        "strategy": {"name": "random", "batch_size": 3}, "budget": {"evaluations": 9}}
+        "strategy": {"name": "random", "batch_size": 3}, "budget": {"evaluations": 6}}
 # latency profiled on this CPU: seconds per evaluation, a window to kill a worker in
 PROFILED = {"space": {"name": "nb201"}, "objectives": [{"name": "accuracy"},
                                                        {"name": "latency_ms", "device": "cpu-eager"}],
@@ -84,8 +84,8 @@ def test_several_jobs_end_to_end(cluster):
     for j in jobs:
         finished(store, j)
     for j in jobs:
-        assert_exact(store, j, 9)
-        assert api(cluster, f"/api/v1/jobs/{j}")["n_trials"] == 9
+        assert_exact(store, j, 6)
+        assert api(cluster, f"/api/v1/jobs/{j}")["n_trials"] == 6
     owners = {line for j in jobs for _, line in store.logs(j) if "resuming" in line}
     assert not owners  # none was claimed twice
 
@@ -114,7 +114,7 @@ def busy(workers):
 
 def test_kill_9_of_a_runner_hands_its_job_to_another(cluster):
     store = Store(cluster.database_url)
-    spec = {**FAST, "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 16}}
+    spec = {**FAST, "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 12}}
     job = submit(cluster, spec, seed=20)
     rec = wait(lambda: (r := store.get_job(job)).state == "running" and r.n_trials >= 4 and r, 120,
                "the job's first rounds")
@@ -124,7 +124,7 @@ def test_kill_9_of_a_runner_hands_its_job_to_another(cluster):
     cluster.runner_procs[:] = [p for p in cluster.runner_procs if p.pid != pid]
     cluster.add_runner()  # back to two, for the tests that follow
     finished(store, job, timeout=240)
-    assert_exact(store, job, 16)
+    assert_exact(store, job, 12)
     assert store.get_job(job).owner is None
     logs = [m for _, m in store.logs(job)]
     assert any("resuming at round" in m for m in logs), logs  # it continued from its stored rounds
@@ -133,7 +133,7 @@ def test_kill_9_of_a_runner_hands_its_job_to_another(cluster):
 
 def test_an_api_restart_does_not_touch_a_running_job(cluster):
     store = Store(cluster.database_url)
-    spec = {**FAST, "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 14}}
+    spec = {**FAST, "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 10}}
     job = submit(cluster, spec, seed=30)
     wait(lambda: store.get_job(job).n_trials >= 2, 120, "the job's first round")
     port = int(cluster.api_url.rsplit(":", 1)[1])
@@ -146,10 +146,10 @@ def test_an_api_restart_does_not_touch_a_running_job(cluster):
          "progress while the API is down")
     cluster.start_api(port)
     finished(store, job)
-    assert_exact(store, job, 14)
+    assert_exact(store, job, 10)
     seen = api(cluster, f"/api/v1/jobs/{job}")
     page = api(cluster, f"/api/v1/jobs/{job}/trials?limit=100")
-    assert seen["state"] == "completed" and seen["n_trials"] == page["total"] == len(page["items"]) == 14
+    assert seen["state"] == "completed" and seen["n_trials"] == page["total"] == len(page["items"]) == 10
 
 
 def test_database_connections_dropped_during_a_job(cluster):
@@ -158,7 +158,7 @@ def test_database_connections_dropped_during_a_job(cluster):
     import sqlalchemy as sa
 
     store = Store(cluster.database_url)
-    spec = {**FAST, "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 14}}
+    spec = {**FAST, "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 10}}
     job = submit(cluster, spec, seed=40)
     wait(lambda: store.get_job(job).n_trials >= 2, 120, "the job's first round")
     admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
@@ -178,7 +178,7 @@ def test_database_connections_dropped_during_a_job(cluster):
         assert [t.number for t in trials] == list(range(len(trials)))
         api(cluster, f"/api/v1/jobs/{job}/resume", {}, method="POST")
         finished(store, job)
-    assert_exact(store, job, 14)
+    assert_exact(store, job, 10)
 
 
 def test_four_runners_eight_jobs_each_exactly_once(cluster):
