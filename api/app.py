@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from fastapi import APIRouter, Body, FastAPI, Query, Request
@@ -407,6 +408,9 @@ def _spaces_with_networks() -> list[str]:
     return [n for n in list_spaces() if space_class(n).materialize is not SearchSpace.materialize]
 
 
+_EXPORT_LOCK = threading.Lock()
+
+
 def _export_zip(store, job_id: str | None, arch_id: str, format: str):
     import tempfile
     from pathlib import Path
@@ -414,7 +418,8 @@ def _export_zip(store, job_id: str | None, arch_id: str, format: str):
     from nas.export import export_from_job
     from spaces._export import zip_directory
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # one export at a time: TorchScript and ONNX exporters are not safe to run in parallel threads
+    with _EXPORT_LOCK, tempfile.TemporaryDirectory() as tmp:
         # never train a parent inside a request: the runner that measured the job trained it
         path = export_from_job(store, job_id, arch_id, Path(tmp) / "export", format=format, train_parent=False)
         data = zip_directory(path)

@@ -45,15 +45,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"--runners: got {args.runners}; valid: an integer >= 0")
     store = Store(args.db)
     settings = dataclasses.replace(env, database_url=store.url, host=args.host, port=args.port)
-    for old in store.list_tokens():  # one live serve-admin token: the one printed below
-        if old["name"] == "serve-admin" and not old["revoked_at"]:
-            store.revoke_token(old["id"])
-    secret, _ = store.create_token("serve-admin", ["admin"])
+    chosen = os.environ.get("NAS_ADMIN_TOKEN")
+    if chosen:  # deployments: the operator's secret, valid across restarts of the API
+        if store.verify_token(chosen) is None:
+            from sqlalchemy.exc import IntegrityError
+
+            try:
+                store.create_token("admin (NAS_ADMIN_TOKEN)", ["admin"], secret=chosen)
+            except ValueError as e:
+                return _fail(f"NAS_ADMIN_TOKEN: {e}")
+            except IntegrityError:
+                return _fail("NAS_ADMIN_TOKEN: this token was revoked (`nas tokens revoke`); choose a new secret")
+        shown = "the value of NAS_ADMIN_TOKEN"
+    else:  # the embedded default: one live serve-admin token, the one printed below
+        for old in store.list_tokens():
+            if old["name"] == "serve-admin" and not old["revoked_at"]:
+                store.revoke_token(old["id"])
+        shown, _ = store.create_token("serve-admin", ["admin"])
     env = dict(os.environ, NAS_DATABASE_URL=store.url)  # not on the command line: `ps` shows it
-    runners = [subprocess.Popen([sys.executable, "-m", "nas.cli", "runner"], env=env) for _ in range(args.runners)]
+    from nas.runner import die_with_parent
+
+    runners = [subprocess.Popen([sys.executable, "-m", "nas.cli", "runner"], env=env, preexec_fn=die_with_parent)
+               for _ in range(args.runners)]
     url = f"http://{args.host}:{args.port}"
     print(f"nas serve: API {url}/api/v1 (OpenAPI {url}/docs), dashboard {url}/", flush=True)
-    print(f"admin token (shown once): {secret}", flush=True)
+    print(f"admin token (shown once): {shown}", flush=True)
     print(f"database: {store.display_url()}; {args.runners} runner(s)", flush=True)
     try:
         uvicorn.run(create_app(settings, store), host=args.host, port=args.port, log_level="warning")

@@ -5,8 +5,11 @@ its trial's retry.
 
 On this 2-core machine this is a scaling check, not a speed-up claim: both setups share the
 same two cores. Reported per setup: trials per minute (all jobs, from submission to the last
-completion), overhead per trial (wall time per trial minus the mean evaluation time), and
-the spread of the per-job wall times.
+completion), overhead per trial (the jobs' running time, claim to completion, summed and
+divided by the trials, minus the mean evaluation time: with two runners the jobs run side by
+side on the same cores, so this includes their contention), the spread of the per-job
+running times, and how many jobs a runner took over from another (0 unless a heartbeat was
+missed).
 
 Kill -> retry: a job whose evaluations profile networks on this CPU (seconds each); a busy
 ``ray::ImplicitFunc`` worker is killed ``--kills`` times; for each, the time until a new
@@ -92,6 +95,7 @@ def run_setup(label: str, admin_url: str, n_jobs: int, evaluations: int, **clust
             assert all(r.state == "completed" for r in recs), [(r.state, r.error) for r in recs]
             trials = [t for j in jobs for t in store.load_trials(j)]
             per_job = [done[j] - t0 for j in jobs]
+            takeovers = sum(any("resuming" in m for _, m in store.logs(j)) for j in jobs)
             # per-job elapsed time from its start (claim) to completion: what one runner spends on it
             busy = [(r.finished_at - r.started_at).total_seconds() for r in recs]
             eval_s = statistics.mean(t.duration_s or 0.0 for t in trials)
@@ -100,7 +104,7 @@ def run_setup(label: str, admin_url: str, n_jobs: int, evaluations: int, **clust
             return {"setup": label, "jobs": n_jobs, "trials": n, "wall_s": wall, "trials_per_min": 60 * n / wall,
                     "overhead_ms": 1000 * (sum(busy) / n - eval_s) if n else float("nan"),
                     "eval_ms": 1000 * eval_s, "job_s_median": statistics.median(busy),
-                    "job_s_spread": (max(busy) - min(busy)), "runners": runners,
+                    "job_s_spread": (max(busy) - min(busy)), "runners": runners, "takeovers": takeovers,
                     "finish_s": sorted(per_job)}
     finally:
         drop()
@@ -115,7 +119,10 @@ def kill_retry(admin_url: str, kills: int) -> list[tuple[float, float]]:
             job = post(c, {**PROFILED, "budget": {"evaluations": 2 * (kills + 2)}, "seed": 7})
             for _ in range(kills):
                 victim = None
+                deadline = time.monotonic() + 300
                 while victim is None:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("no busy Ray worker to kill within 300 s")
                     if store.get_job(job).state in ("completed", "failed"):
                         raise SystemExit("the job ended before every kill was made: raise --kills' budget")
                     victim = next((w for w in c.ray_workers() if _busy(w)), None)
@@ -124,11 +131,15 @@ def kill_retry(admin_url: str, kills: int) -> list[tuple[float, float]]:
                 t_kill = time.monotonic()
                 old = {w.pid for w in c.ray_workers()}
                 t_retry = None
-                while t_retry is None:
+                # the round is not over until the killed evaluation ran again, so a new worker
+                # process before the round is stored can only be its retry
+                while t_retry is None and time.monotonic() - t_kill < 300:
                     fresh = [w for w in c.ray_workers() if w.pid not in old and w.pid != victim.pid]
                     if any(_busy(w) for w in fresh):
                         t_retry = time.monotonic() - t_kill
                 while store.get_job(job).n_trials <= n_before:
+                    if time.monotonic() - t_kill > 300:
+                        raise SystemExit("the round with the killed evaluation was not stored within 300 s")
                     time.sleep(0.05)
                 out.append((t_retry, time.monotonic() - t_kill))
             wait_done(store, [job])
@@ -167,11 +178,11 @@ def main(argv=None) -> int:
              f"({time.strftime('%Y-%m-%d')}, 2 cores, PostgreSQL on loopback; nb201 accuracy x raspi4 latency, "
              f"random search, rounds of 4, one Ray Tune experiment per round)", "",
              "| setup | jobs x trials | trials/min | vs 1 runner | overhead/trial (ms) | evaluation (ms) | "
-             "job wall time median (spread) s |", "|---|---|---|---|---|---|---|"]
+             "job wall time median (spread) s | jobs taken over |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['setup']} | {r['jobs']} x {r['trials'] // r['jobs']} | {r['trials_per_min']:.0f} | "
                      f"{r['trials_per_min'] / base:.2f}x | {r['overhead_ms']:.0f} | {r['eval_ms']:.1f} | "
-                     f"{r['job_s_median']:.1f} ({r['job_s_spread']:.1f}) |")
+                     f"{r['job_s_median']:.1f} ({r['job_s_spread']:.1f}) | {r['takeovers']} |")
     if kills:
         worker = [k[0] for k in kills]
         stored = [k[1] for k in kills]

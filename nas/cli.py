@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -261,6 +263,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         path = export_from_job(_store(args), args.job_id, args.arch_id, out, format=args.format, force=args.force)
     except (SpacesError, NasError) as e:
         return _fail(str(e))
+    except OSError as e:  # a read-only directory, a file where a directory should be
+        return _fail(f"out: cannot write {out}: {e.strerror or e}")
     loader = {"safetensors": "from spaces import load_architecture; model = load_architecture(%r)",
               "torchscript": "import torch; model = torch.jit.load(%r)",
               "onnx": "import onnxruntime; session = onnxruntime.InferenceSession(%r)"}[args.format]
@@ -376,6 +380,14 @@ def cmd_runner(args: argparse.Namespace) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.poll <= 0 or args.stale_after <= 0:
         return _fail(f"--poll and --stale-after: got {args.poll}, {args.stale_after}; valid: seconds > 0")
+    node = None
+    if args.join_ray:
+        if not os.environ.get("RAY_ADDRESS"):
+            return _fail("--join-ray: RAY_ADDRESS is not set; valid: the address of a Ray head (host:6379)")
+        try:
+            node = _join_ray(os.environ["RAY_ADDRESS"])
+        except RuntimeError as e:
+            return _fail(f"--join-ray: {e}")
     runner = Runner(_store(args), poll_s=args.poll, stale_after_s=args.stale_after)
 
     def stop(signum, frame):  # finish the round in flight, hand the job back, exit
@@ -387,7 +399,35 @@ def cmd_runner(args: argparse.Namespace) -> int:
         runner.serve_forever()
     except KeyboardInterrupt:
         runner.stop()
+    finally:
+        if node is not None:  # leave the cluster: `ray start --block` stops its node on SIGTERM
+            node.terminate()
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                node.kill()
     return 0
+
+
+def _join_ray(address: str):
+    """Start a Ray node with no CPUs on this host, joined to ``address``, and return its
+    ``ray start --block`` process. A Ray driver (the runner's Tune) needs a node on its own
+    host; a runner in a container of its own has none until it joins."""
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={address}",
+                             "--num-cpus=0", "--block"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    t0 = time.monotonic()
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ray runtime started" in line:
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return proc
+        if time.monotonic() - t0 > 120:
+            break
+    proc.kill()
+    raise RuntimeError(f"could not join the Ray cluster at {address}: " + "".join(lines[-5:]).strip())
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -520,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("runner", help="claim queued jobs and run them (several may share PostgreSQL)")
     s.add_argument("--poll", type=float, default=1.0, help="seconds between polls of the queue")
+    s.add_argument("--join-ray", action="store_true",
+                   help="join the Ray cluster at $RAY_ADDRESS as a node with no CPUs first (a runner on a "
+                        "host without a Ray node: containers)")
     s.add_argument("--stale-after", type=float, default=120.0, metavar="S",
                    help="take over a running job whose runner sent no heartbeat for S seconds (default 120)")
     s.set_defaults(func=cmd_runner)

@@ -18,8 +18,12 @@ __all__ = ["export_from_job"]
 
 
 def export_from_job(store: Store, job_id: str | None, arch_id: str, out: str | Path, *,
-                    format: str = "safetensors", force: bool = False, train_parent: bool = True) -> Path:
-    """Export ``arch_id`` as measured by ``job_id`` (or by the latest job that measured it)."""
+                    format: str = "safetensors", force: bool = False, train_parent: bool = False) -> Path:
+    """Export ``arch_id`` as measured by ``job_id`` (or by the latest job that measured it).
+
+    A parent missing on this machine is an error (``train_parent=False``): the export must
+    carry the weights the job measured, and `nas parents train` is the explicit way to get them.
+    """
     trial = store.find_trial(arch_id, job_id)
     if trial is None:
         if job_id is not None:
@@ -32,7 +36,7 @@ def export_from_job(store: Store, job_id: str | None, arch_id: str, out: str | P
     space = get_space(space_spec.pop("name"), **space_spec)
     arch = Architecture.from_dict(trial.arch)
     if trial.state != "complete":
-        raise ExportError("arch_id", f"{arch_id} was not measured by job {job.id} (its trial is {trial.state})")
+        raise ExportError("architecture", f"{arch_id} was not measured by job {job.id} (its trial is {trial.state})")
     metadata: dict[str, Any] = {"job_id": job.id, "trial": trial.number, "metrics": trial.metrics or {},
                                 "values": trial.values or {}}
     return export_architecture(space, arch, out, format=format, force=force,

@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .runner import die_with_parent
+
 __all__ = ["LocalCluster", "free_port"]
 
 
@@ -45,7 +47,7 @@ class LocalCluster:
     runners: int = 2
     workers: int = 1
     cpus_per_node: int = 1
-    stale_after_s: float = 5.0
+    stale_after_s: float = 30.0
     ray_cluster: bool = True
     log_dir: Path | None = None
     api_url: str = ""
@@ -67,7 +69,7 @@ class LocalCluster:
         self.ray_address = f"127.0.0.1:{port}" if self.ray_cluster else ""
         self.env = dict(os.environ, NAS_DATABASE_URL=self.database_url, RAY_ADDRESS=self.ray_address,
                         RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0",
-                        NAS_CACHE_DIR=str(self.log_dir / "cache"))
+                        NAS_CACHE_DIR=str(self.log_dir / "cache"), NAS_ADMIN_TOKEN="nas_" + secrets.token_hex(16))
         if not self.ray_cluster:
             del self.env["RAY_ADDRESS"]
         try:
@@ -96,18 +98,17 @@ class LocalCluster:
         log = open(self.log_dir / "api.log", "a")  # noqa: SIM115 - the child keeps it
         self.api_proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "serve", "--runners", "0", "--port",
                                           str(self._api_port)], env=self.env, stdout=subprocess.PIPE,
-                                         stderr=log, text=True)
+                                         stderr=log, text=True, preexec_fn=die_with_parent)
         t0 = time.monotonic()
-        token = None
-        while token is None and time.monotonic() - t0 < 60:
+        ready = False
+        while not ready and time.monotonic() - t0 < 60:
             line = self.api_proc.stdout.readline()
             if not line and self.api_proc.poll() is not None:
                 raise RuntimeError(f"the API exited: see {self.log_dir / 'api.log'}")
-            if "admin token" in line:
-                token = line.rsplit(" ", 1)[1].strip()
-        if token is None:
-            raise RuntimeError("the API printed no admin token within 60 s")
-        self.token = token
+            ready = "admin token" in line
+        if not ready:
+            raise RuntimeError("the API did not start within 60 s")
+        self.token = self.env["NAS_ADMIN_TOKEN"]  # as in compose: the same token across API restarts
         threading.Thread(target=lambda p=self.api_proc: [None for _ in p.stdout], daemon=True).start()
         self.api_url = f"http://127.0.0.1:{self._api_port}"
         for _ in range(200):
@@ -121,8 +122,11 @@ class LocalCluster:
     def add_runner(self) -> subprocess.Popen:
         i = len(self.runner_procs)
         log = open(self.log_dir / f"runner{i}.log", "a")  # noqa: SIM115 - the child keeps it
+        # --join-ray as in compose: the runner's Ray driver gets a node of its own to connect through
+        join = ["--join-ray"] if self.ray_cluster else []
         p = subprocess.Popen([sys.executable, "-m", "nas.cli", "runner", "--poll", "0.5", "--stale-after",
-                              str(self.stale_after_s)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                              str(self.stale_after_s), *join], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                             preexec_fn=die_with_parent)
         self.runner_procs.append(p)
         return p
 
@@ -140,22 +144,25 @@ class LocalCluster:
         self._stop_ray()
 
     def _stop_ray(self) -> None:
-        """Kill every process of this cluster's Ray (found by its temp dir or address)."""
+        """Kill every process of this cluster's Ray: those started with its token (the head,
+        the workers, the runners' nodes and everything they spawned) or under its temp dir."""
         import psutil
 
         if self._ray_dir is None:
             return
-        marks = (str(self._ray_dir), self.ray_address)
+        token = self.env.get("RAY_AUTH_TOKEN")
         mine = []
         for p in psutil.process_iter(["cmdline", "environ"]):
             try:
-                cmd = " ".join(p.info["cmdline"] or [])
+                args = p.info["cmdline"] or []
                 env = p.info["environ"] or {}
             except (psutil.Error, TypeError):
                 continue
-            if any(m and m in cmd for m in marks) or env.get("RAY_AUTH_TOKEN") == self.env.get("RAY_AUTH_TOKEN"):
-                if p.pid != os.getpid():
-                    mine.append(p)
+            ours = (token and env.get("RAY_AUTH_TOKEN") == token) or any(
+                a == str(self._ray_dir) or a.startswith(f"{self._ray_dir}/") or a.endswith(f"={self._ray_dir}")
+                for a in args)
+            if ours and p.pid != os.getpid():
+                mine.append(p)
         for p in mine:
             try:
                 p.kill()

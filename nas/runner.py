@@ -22,9 +22,22 @@ from collections.abc import Callable
 from .engine import run_claimed
 from .storage import JobRecord, Store
 
-__all__ = ["Runner"]
+__all__ = ["Runner", "die_with_parent"]
 
 log = logging.getLogger("nas.runner")
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for child processes (runners of ``nas serve``, a local cluster's
+    processes): on Linux, the child gets SIGTERM when its parent dies, however it dies, so a
+    killed server never leaves runners behind. Elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class Runner:
@@ -55,11 +68,18 @@ class Runner:
 
     def serve_forever(self) -> None:
         log.info("runner %s: waiting for jobs in %s", self.owner, self.store.display_url())
+        failing = False
         while not self._stop.is_set():
             try:
                 job_id = self.run_once()
-            except Exception:  # the database went away for a moment: retry, do not die
-                log.exception("runner %s: claiming failed; retrying", self.owner)
+                failing = False
+            except Exception as e:  # the database went away for a moment: retry, do not die
+                if failing:  # one traceback per outage, then one line per retry
+                    log.warning("runner %s: claiming failed again (%s); retrying", self.owner,
+                                str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
+                else:
+                    log.exception("runner %s: claiming failed; retrying", self.owner)
+                failing = True
                 job_id = None
             if job_id is None:
                 self._stop.wait(self.poll_s)

@@ -53,9 +53,11 @@ def export_architecture(space: SearchSpace, arch: Architecture, out: str | os.Pa
     """
     if format not in FORMATS:
         raise ExportError("format", f"got {format!r}; valid: {', '.join(FORMATS)}")
-    out = Path(out)
+    out = Path(out).expanduser().resolve()
     if out.exists() and not force:
         raise ExportError("out", f"{out} exists; choose another directory or pass --force to replace it")
+    if out.exists() and not (out / MANIFEST).is_file():  # --force replaces an export, nothing else
+        raise ExportError("out", f"{out} exists and is not an export (no {MANIFEST}); refusing to replace it")
     if not space.has_weights():
         raise ExportError("architecture", f"{space.name} networks have no stored weights to export (the space "
                           "has no trained parent); spaces with weights: " + ", ".join(_spaces_with_weights()))
@@ -69,12 +71,12 @@ def export_architecture(space: SearchSpace, arch: Architecture, out: str | os.Pa
                           "`nas parents train`, same name and seed)")
     module = space.materialize(arch).eval()
     inputs = space.example_inputs(arch)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
+    created = [d for d in reversed(out.parents) if not d.exists()]  # removed again if the export fails
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is an ordinary directory
         artefact = tmp / FORMATS[format]
         _WRITERS[format](module, inputs, artefact)
         manifest = {
@@ -88,7 +90,13 @@ def export_architecture(space: SearchSpace, arch: Architecture, out: str | os.Pa
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         _replace_dir(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                break
         raise
     return out
 
@@ -238,6 +246,10 @@ def _load_dir(d: Path, prefer: str | None = None):
         raise LoadError(f"source: {d / name} is an ONNX artefact: run it with "
                         f"onnxruntime.InferenceSession({str(d / name)!r}); load_architecture builds torch modules "
                         "from safetensors or TorchScript exports")
+    expected = manifest.get("sha256") if manifest.get("file") == name else None
+    if expected and _sha256(d / name) != expected:
+        raise LoadError(f"weights: {d / name} is not the file the export wrote (its sha256 differs from "
+                        f"{MANIFEST}'s); export it again")
     if name == "model.pt":
         module = torch.jit.load(str(d / name), map_location="cpu")
     else:

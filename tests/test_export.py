@@ -5,7 +5,6 @@ an API URL and an id, and every bad input the export issue names."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import sysconfig
@@ -96,9 +95,11 @@ def test_artefact_runs_without_the_project(job, reference, tmp_path, fmt, file):
     import numpy as np
 
     _, x, y = reference
+    site = sysconfig.get_paths()["purelib"]
+    if Path(spaces.__file__).resolve().is_relative_to(Path(site).resolve()):
+        pytest.skip("the project is installed into site-packages (not editable): it cannot be hidden from there")
     out = export(job, tmp_path, fmt)
     np.save(tmp_path / "x.npy", x.numpy())
-    site = sysconfig.get_paths()["purelib"]
     proc = subprocess.run([sys.executable, "-S", "-I", "-c", _HIDDEN, site, str(out / file), str(tmp_path / "x.npy"),
                            str(tmp_path / "y.npy")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -138,6 +139,22 @@ def test_bad_export_input(job, tmp_path, capsys, args, needle):
     assert main(["--db", url, "export", *ids, "--out", str(out), *rest]) == 2
     assert needle in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_force_replaces_only_an_export(job, tmp_path, capsys, monkeypatch):
+    url, job_id, arch_id = job
+    precious = tmp_path / "project"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["--db", url, "export", job_id, arch_id, "--out", str(precious), "--force"]) == 2
+    assert "is not an export (no architecture.json); refusing to replace it" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"
+    # a missing parent is an error that says how to get it, not minutes of training
+    other = tmp_path / "empty-cache"
+    monkeypatch.setenv("NAS_CACHE_DIR", str(other))  # parents are looked up (and cached) by path
+    assert main(["--db", url, "export", job_id, arch_id, "--out", str(tmp_path / "x" / "y")]) == 2
+    assert "nas parents train vit-tiny --seed 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (other / "parents" / "vit-tiny-seed0.pt").exists()
 
 
 def test_weights_never_stored(tmp_path, tiny_spec):
@@ -184,6 +201,11 @@ def test_load_errors(job, tmp_path, monkeypatch):
     w["head.weight"] = torch.zeros(10, 3)
     del w["stem.0.weight"]
     save_file(w, str(out / "model.safetensors"))
+    with pytest.raises(LoadError, match="not the file the export wrote"):  # the manifest's checksum
+        load_architecture(out)
+    manifest = json.loads((out / "architecture.json").read_text())
+    del manifest["sha256"]  # a hand-made export without a checksum: names and shapes are still checked
+    (out / "architecture.json").write_text(json.dumps(manifest))
     with pytest.raises(LoadError, match=r"does not match the network.*missing 1 \(e.g. stem.0.weight\).*wrong shape"):
         load_architecture(out)
     (out / "model.safetensors").write_bytes(b"not safetensors")

@@ -267,12 +267,15 @@ class Store:
                                                                           Job.heartbeat_at < limit))]
 
     # -- API tokens ------------------------------------------------------------------
-    def create_token(self, name: str, scopes: Sequence[str]) -> tuple[str, dict[str, Any]]:
-        """A new token: returns the secret (shown once) and its public record. Only its hash is kept."""
+    def create_token(self, name: str, scopes: Sequence[str], secret: str | None = None) -> tuple[str, dict[str, Any]]:
+        """A new token: returns the secret (shown once) and its public record. Only its hash is
+        kept. ``secret`` registers one chosen by the operator (``NAS_ADMIN_TOKEN``) instead."""
         import hashlib
         import secrets
 
-        secret = "nas_" + secrets.token_urlsafe(32)
+        if secret is not None and (len(secret) < 16 or not secret.isprintable() or " " in secret):
+            raise ValueError("token: a chosen secret needs at least 16 printable characters and no spaces")
+        secret = secret or "nas_" + secrets.token_urlsafe(32)
         row = ApiToken(id=uuid.uuid4().hex[:12], name=name, token_hash=hashlib.sha256(secret.encode()).hexdigest(),
                        scopes=sorted(set(scopes)), created_at=_now())
         with self._session.begin() as s:
