@@ -26,7 +26,7 @@ from conftest import postgres_admin_url, postgres_database
 pytestmark = [pytest.mark.postgres, pytest.mark.ray, pytest.mark.slow]
 
 FAST = {"space": {"name": "nb201"}, "objectives": [{"name": "accuracy"}, {"name": "latency_ms", "device": "raspi4"}],
-        "strategy": {"name": "random", "batch_size": 3}, "budget": {"evaluations": 6}}
+        "strategy": {"name": "random", "batch_size": 3}, "budget": {"evaluations": 3}}
 # latency profiled on this CPU: seconds per evaluation, a window to kill a worker in
 PROFILED = {"space": {"name": "nb201"}, "objectives": [{"name": "accuracy"},
                                                        {"name": "latency_ms", "device": "cpu-eager"}],
@@ -88,8 +88,8 @@ def test_several_jobs_end_to_end(cluster):
     for j in jobs:
         finished(store, j)
     for j in jobs:
-        assert_exact(store, j, 6)
-        assert api(cluster, f"/api/v1/jobs/{j}")["n_trials"] == 6
+        assert_exact(store, j, 3)
+        assert api(cluster, f"/api/v1/jobs/{j}")["n_trials"] == 3
     owners = {line for j in jobs for _, line in store.logs(j) if "resuming" in line}
     assert not owners  # none was claimed twice
 
@@ -118,9 +118,9 @@ def busy(workers):
 
 def test_kill_9_of_a_runner_hands_its_job_to_another(cluster):
     store = Store(cluster.database_url)
-    spec = {**FAST, "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 12}}
+    spec = {**FAST, "strategy": {"name": "random", "batch_size": 3}, "budget": {"evaluations": 9}}
     job = submit(cluster, spec, seed=20)
-    rec = wait(lambda: (r := store.get_job(job)).state == "running" and r.n_trials >= 4 and r, 120,
+    rec = wait(lambda: (r := store.get_job(job)).state == "running" and r.n_trials >= 3 and r, 120,
                "the job's first rounds")
     pid = int(rec.owner.split(":")[1])  # owner is host:pid:runner-id
     os.kill(pid, signal.SIGKILL)
@@ -128,7 +128,7 @@ def test_kill_9_of_a_runner_hands_its_job_to_another(cluster):
     cluster.runner_procs[:] = [p for p in cluster.runner_procs if p.pid != pid]
     cluster.add_runner()  # back to two, for the tests that follow
     finished(store, job, timeout=240)
-    assert_exact(store, job, 12)
+    assert_exact(store, job, 9)
     assert store.get_job(job).owner is None
     logs = [m for _, m in store.logs(job)]
     assert any("resuming at round" in m for m in logs), logs  # it continued from its stored rounds
@@ -138,7 +138,8 @@ def test_kill_9_of_a_runner_hands_its_job_to_another(cluster):
 
 def test_an_api_restart_does_not_touch_a_running_job(cluster):
     store = Store(cluster.database_url)
-    spec = {**FAST, "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 10}}
+    spec = {**FAST, "strategy": {"name": "random", "batch_size": 1}, "budget": {"evaluations": 1000},
+            "execution": {"backend": "inline"}}  # a thousand short rounds: still running across the restart
     job = submit(cluster, spec, seed=30)
     wait(lambda: store.get_job(job).n_trials >= 2, 120, "the job's first round")
     port = int(cluster.api_url.rsplit(":", 1)[1])
@@ -146,30 +147,37 @@ def test_an_api_restart_does_not_touch_a_running_job(cluster):
     cluster.api_proc.wait(timeout=10)
     with pytest.raises(urllib.error.URLError):
         api(cluster, f"/api/v1/jobs/{job}")
-    n_down = store.get_job(job).n_trials
-    wait(lambda: store.get_job(job).n_trials > n_down or store.get_job(job).state == "completed", 60,
-         "progress while the API is down")
+    down = store.get_job(job)
+    assert down.state == "running", "the job ended before the API was killed: give it more rounds"
+    wait(lambda: store.get_job(job).n_trials > down.n_trials, 60, "progress while the API is down")
     cluster.start_api(port)
     finished(store, job)
-    assert_exact(store, job, 10)
+    assert_exact(store, job, 1000)
     seen = api(cluster, f"/api/v1/jobs/{job}")
-    page = api(cluster, f"/api/v1/jobs/{job}/trials?limit=100")
-    assert seen["state"] == "completed" and seen["n_trials"] == page["total"] == len(page["items"]) == 10
+    page = api(cluster, f"/api/v1/jobs/{job}/trials?limit=1000")
+    n = store.get_job(job).n_trials
+    assert seen["state"] == "completed" and seen["n_trials"] == page["total"] == n
+    assert len(page["items"]) == min(n, 1000) and page["items"][-1]["number"] == min(n, 1000) - 1
 
 
 def test_database_connections_dropped_during_a_job(cluster):
-    """What a PostgreSQL restart looks like to the runner: every connection of the database
-    is terminated (twice). The job finishes, or fails cleanly and resumes to the end."""
+    """Every connection of the job's database terminated (twice) mid-job: the store retries
+    the interrupted transaction on a new connection and the job finishes as if nothing happened."""
     import sqlalchemy as sa
 
     store = Store(cluster.database_url)
-    spec = {**FAST, "strategy": {"name": "random", "batch_size": 2}, "budget": {"evaluations": 10}}
+    spec = {**FAST, "strategy": {"name": "random", "batch_size": 1}, "budget": {"evaluations": 1000},
+            "execution": {"backend": "inline"}}
     job = submit(cluster, spec, seed=40)
     wait(lambda: store.get_job(job).n_trials >= 2, 120, "the job's first round")
     admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
     name = sa.engine.make_url(cluster.database_url).database
     try:
-        for _ in range(2):
+        for i in range(2):
+            state = store.get_job(job).state
+            if i and state != "running":
+                break  # ended (or failed cleanly) after the first drop: checked below
+            assert state == "running", "the job ended before the drop: give it more rounds"
             with admin.connect() as conn:
                 killed = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                               "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": name}).scalar()
@@ -178,12 +186,8 @@ def test_database_connections_dropped_during_a_job(cluster):
     finally:
         admin.dispose()
     rec = finished(store, job)
-    if rec.state == "failed":  # failed cleanly: its trials are intact and a resume finishes it
-        trials = store.load_trials(job)
-        assert [t.number for t in trials] == list(range(len(trials)))
-        api(cluster, f"/api/v1/jobs/{job}/resume", {}, method="POST")
-        finished(store, job)
-    assert_exact(store, job, 10)
+    assert rec.state == "completed", store.logs(job)[-3:]  # the store reconnected: no failure at all
+    assert_exact(store, job, 1000)
 
 
 def test_four_runners_eight_jobs_each_exactly_once(cluster):
@@ -250,7 +254,7 @@ def private_postgres():
 
 def test_postgresql_restarted_during_a_job(private_postgres, tmp_path):
     """The server stopped for two seconds mid-job, then a fast restart: the runner reconnects and
-    the job finishes exactly (or fails cleanly, trials intact, and a resume finishes it)."""
+    the job finishes exactly."""
     import subprocess
     import sys
 
@@ -275,11 +279,8 @@ def test_postgresql_restarted_during_a_job(private_postgres, tmp_path):
              "progress after the restart")
         pg_ctl("-m", "fast", "restart")
         rec = finished(store, job, timeout=300)
-        if rec.state == "failed":
-            trials = store.load_trials(job)
-            assert [t.number for t in trials] == list(range(len(trials)))
-            store.requeue(job)
-            finished(store, job, timeout=300)
+        # the store retries a transaction the outage broke (for up to ~8 s), so the job goes on
+        assert rec.state == "completed", store.logs(job)[-3:]
         assert_exact(store, job, 400)
     finally:
         runner.send_signal(signal.SIGTERM)

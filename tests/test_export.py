@@ -234,7 +234,7 @@ def _request(url: str, token: str, body: dict | None = None):
 
 def test_export_and_load_through_the_api(served, monkeypatch, tmp_path):
     base, token = served
-    job = _request(f"{base}/api/v1/jobs", token, {k: v for k, v in SPEC.items() if k != "execution"})
+    job = _request(f"{base}/api/v1/jobs", token, SPEC)
     t0 = time.monotonic()
     while (state := _request(f"{base}{job['url']}", token)["state"]) not in ("completed", "failed"):
         assert time.monotonic() - t0 < 180, state

@@ -13,16 +13,19 @@ Contract:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import JobConflictError, JobNotFoundError, StorageError
@@ -559,3 +562,39 @@ class Store:
                          started_at=_aware(j.started_at), finished_at=_aware(j.finished_at),
                          heartbeat_at=_aware(j.heartbeat_at), cancel_requested=bool(j.cancel_requested),
                          provenance=j.provenance, strategy_state=j.strategy_state if with_state else None)
+
+
+
+# -- surviving a database restart ------------------------------------------------------------
+_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)  # about 8 s: a PostgreSQL restart, a failover
+
+
+def _retryable(e: DBAPIError) -> bool:
+    """A dropped connection (server restarted, backend terminated) or a refused one (server
+    not up yet): the transaction was rolled back, so running it again is safe."""
+    if e.connection_invalidated:
+        return True
+    text = str(e.orig).lower() if isinstance(e, OperationalError) else ""
+    return any(m in text for m in ("could not connect", "connection refused", "the database system is",
+                                   "server closed the connection", "terminating connection"))
+
+
+def _retry_on_disconnect(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        for delay in (*_RETRY_DELAYS_S, None):
+            try:
+                return fn(self, *args, **kwargs)
+            except DBAPIError as e:
+                if delay is None or self.dialect == "sqlite" or not _retryable(e):
+                    raise
+                time.sleep(delay)
+    return wrapper
+
+
+# every public method runs its own transactions: wrap them all (a commit whose acknowledgement
+# was lost is the one case a retry repeats; unique keys turn that into an error, not a duplicate)
+for _name, _fn in list(vars(Store).items()):
+    if inspect.isfunction(_fn) and not _name.startswith("_") and _name not in ("upgrade", "dispose", "display_url",
+                                                                                 "alembic_config"):
+        setattr(Store, _name, _retry_on_disconnect(_fn))

@@ -8,9 +8,11 @@ from ..errors import SpecError
 from ._base import Proposal, SearchContext, Strategy
 from ._optuna import NSGA2Strategy, OptunaStrategy, RandomStrategy, TPEStrategy
 from ._predictor_guided import PredictorGuidedStrategy
+from ._slimming import KnapsackStrategy, SlimmingStrategy
 
-__all__ = ["Strategy", "Proposal", "SearchContext", "get_strategy", "list_strategies", "register_strategy",
-           "OptunaStrategy", "RandomStrategy", "TPEStrategy", "NSGA2Strategy", "PredictorGuidedStrategy"]
+__all__ = ["Strategy", "Proposal", "SearchContext", "get_strategy", "strategy_class", "list_strategies", "register_strategy",
+           "OptunaStrategy", "RandomStrategy", "TPEStrategy", "NSGA2Strategy", "PredictorGuidedStrategy",
+           "SlimmingStrategy", "KnapsackStrategy"]
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 
@@ -20,12 +22,18 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-for _cls in (RandomStrategy, TPEStrategy, NSGA2Strategy, PredictorGuidedStrategy):
+for _cls in (RandomStrategy, TPEStrategy, NSGA2Strategy, PredictorGuidedStrategy, SlimmingStrategy, KnapsackStrategy):
     register_strategy(_cls)
 
 
 def list_strategies() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    if name not in _REGISTRY:
+        raise SpecError("strategy.name", name, ", ".join(list_strategies()))
+    return _REGISTRY[name]
 
 
 def get_strategy(name: str, **params: Any) -> Strategy:

@@ -75,6 +75,8 @@ class Strategy(abc.ABC):
     """
 
     name: ClassVar[str]
+    # False for drivers that need a kind of space (ordered choices): they refuse the others in start()
+    any_space: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"batch_size": 10}
     # parameter -> (kind, min, max); kind is "int", "float", "bool", "float?" (None allowed) or
     # a tuple of allowed values. Checked at construction, i.e. before a job row exists.
