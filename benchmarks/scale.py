@@ -125,7 +125,7 @@ def kill_retry(admin_url: str, kills: int) -> list[tuple[float, float]]:
                         raise SystemExit("no busy Ray worker to kill within 300 s")
                     if store.get_job(job).state in ("completed", "failed"):
                         raise SystemExit("the job ended before every kill was made: raise --kills' budget")
-                    victim = next((w for w in c.ray_workers() if _busy(w)), None)
+                    victim = c.busy_ray_worker()
                 n_before = store.get_job(job).n_trials
                 victim.send_signal(signal.SIGKILL)
                 t_kill = time.monotonic()
@@ -134,8 +134,7 @@ def kill_retry(admin_url: str, kills: int) -> list[tuple[float, float]]:
                 # the round is not over until the killed evaluation ran again, so a new worker
                 # process before the round is stored can only be its retry
                 while t_retry is None and time.monotonic() - t_kill < 300:
-                    fresh = [w for w in c.ray_workers() if w.pid not in old and w.pid != victim.pid]
-                    if any(_busy(w) for w in fresh):
+                    if c.busy_ray_worker(exclude=old | {victim.pid}) is not None:
                         t_retry = time.monotonic() - t_kill
                 while store.get_job(job).n_trials <= n_before:
                     if time.monotonic() - t_kill > 300:
@@ -150,13 +149,6 @@ def kill_retry(admin_url: str, kills: int) -> list[tuple[float, float]]:
     finally:
         drop()
     return out
-
-
-def _busy(w) -> bool:
-    try:
-        return w.cpu_percent(interval=0.2) > 20
-    except Exception:
-        return False
 
 
 def main(argv=None) -> int:

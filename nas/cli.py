@@ -265,11 +265,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _fail(str(e))
     except OSError as e:  # a read-only directory, a file where a directory should be
         return _fail(f"out: cannot write {out}: {e.strerror or e}")
+    from spaces._export import FORMATS
+
     loader = {"safetensors": "from spaces import load_architecture; model = load_architecture(%r)",
               "torchscript": "import torch; model = torch.jit.load(%r)",
               "onnx": "import onnxruntime; session = onnxruntime.InferenceSession(%r)"}[args.format]
-    artefact = str(path) if args.format == "safetensors" else str(path / {"torchscript": "model.pt",
-                                                                            "onnx": "model.onnx"}[args.format])
+    artefact = str(path) if args.format == "safetensors" else str(path / FORMATS[args.format])
     print(f"exported {args.arch_id} of job {args.job_id} ({args.format}) to {path}\n  {loader % artefact}")
     return 0
 

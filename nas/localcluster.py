@@ -184,6 +184,20 @@ class LocalCluster:
         if proc.returncode:
             raise RuntimeError(f"{name} failed ({proc.returncode}): see {self.log_dir / f'{name}.log'}")
 
+    def busy_ray_worker(self, interval: float = 0.2, exclude: set[int] = frozenset()):
+        """A Ray worker using CPU now (evaluating, not an idle actor), or None; ``exclude``: pids to skip."""
+        import psutil
+
+        for w in self.ray_workers():
+            if w.pid in exclude:
+                continue
+            try:
+                if w.cpu_percent(interval=interval) > 20:
+                    return w
+            except psutil.Error:
+                continue
+        return None
+
     def ray_workers(self) -> list:
         """The Ray worker processes running Tune trials (``ray::ImplicitFunc``)."""
         import psutil

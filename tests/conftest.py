@@ -120,11 +120,9 @@ def _private_cache_dir(tmp_path_factory) -> Iterator[None]:
 
 # -- a real `nas serve` (dashboard and agent tests) ------------------------------------
 def _free_port() -> int:
-    import socket
+    from nas.localcluster import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 @pytest.fixture

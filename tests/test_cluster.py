@@ -97,23 +97,12 @@ def test_several_jobs_end_to_end(cluster):
 def test_kill_9_of_a_ray_worker_retries_the_trial(cluster):
     store = Store(cluster.database_url)
     job = submit(cluster, PROFILED, seed=10)
-    victim = wait(lambda: store.get_job(job).state == "running" and busy(cluster.ray_workers()), 120,
+    victim = wait(lambda: store.get_job(job).state == "running" and cluster.busy_ray_worker(interval=0.3), 120,
                   "a Ray worker busy evaluating the job")
     victim.send_signal(signal.SIGKILL)
     # had Tune not retried the killed evaluation, its trial would be stored failed: assert_exact checks
     finished(store, job, timeout=300)
     assert_exact(store, job, 4)
-
-
-def busy(workers):
-    """A worker using CPU now (evaluating, not an idle actor waiting for work)."""
-    for w in workers:
-        try:
-            if w.cpu_percent(interval=0.3) > 20:
-                return w
-        except Exception:
-            continue
-    return None
 
 
 def test_kill_9_of_a_runner_hands_its_job_to_another(cluster):

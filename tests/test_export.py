@@ -218,11 +218,9 @@ def test_load_errors(job, tmp_path, monkeypatch):
 
 
 def _closed_port() -> int:
-    import socket
+    from nas.localcluster import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()  # free: nothing listens on it
 
 
 def _request(url: str, token: str, body: dict | None = None):

@@ -207,11 +207,12 @@ class KnapsackStrategy(_OrderedStrategy):
         k = max(n, 8)
         budgets += [base[1] - max_saving * (i + 1) / (k + 1) for i in range(k)]
         out, planned = [], set()
+        big = singles[0][2].params_dict()
         for b in budgets:
             pick = self._solve(options, (base[1] - b) * factor)
             if pick is None:
                 continue
-            arch = self.space.from_params({**largest(self.space).params_dict(), **pick})
+            arch = self.space.from_params({**big, **pick})
             if arch.arch_id in self.seen or arch.arch_id in planned:
                 continue
             planned.add(arch.arch_id)
