@@ -122,10 +122,11 @@ class LocalCluster:
     def add_runner(self) -> subprocess.Popen:
         i = len(self.runner_procs)
         log = open(self.log_dir / f"runner{i}.log", "a")  # noqa: SIM115 - the child keeps it
-        # --join-ray as in compose: the runner's Ray driver gets a node of its own to connect through
-        join = ["--join-ray"] if self.ray_cluster else []
+        # no --join-ray here (compose needs it: a runner container has no Ray node): on one host
+        # the head is the runners' local node, and starting a Ray node per runner on two busy
+        # cores can time out in Ray's own start-up
         p = subprocess.Popen([sys.executable, "-m", "nas.cli", "runner", "--poll", "0.5", "--stale-after",
-                              str(self.stale_after_s), *join], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                              str(self.stale_after_s)], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                              preexec_fn=die_with_parent)
         self.runner_procs.append(p)
         return p
