@@ -156,7 +156,7 @@ def _replace_dir(new: Path, out: Path) -> None:
     except BaseException:
         os.replace(old, out)
         raise
-    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    shutil.rmtree(old, ignore_errors=True)  # an export directory (checked before the export began)
 
 
 def zip_directory(directory: Path) -> bytes:
