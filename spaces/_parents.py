@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from ._errors import SpacesError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ParentSpec", "TrainedParent", "register_parent", "get_parent", "list_parents", "load_parent",
+__all__ = ["ParentSpec", "TrainedParent", "register_parent", "register_family", "get_parent", "list_parents", "load_parent",
            "parents_dir", "weights_digest", "UnknownParentError", "ParentNotTrainedError"]
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)
@@ -72,7 +73,7 @@ class TrainedParent:
 
 
 _REGISTRY: dict[str, ParentSpec] = {}
-_BUILTIN_MODULES = ("spaces.vit.parents",)
+_BUILTIN_MODULES = ("spaces.vit.parents", "spaces.sr.parents", "spaces.unet.parents")
 _LOADED: dict[tuple[str, int], TrainedParent] = {}  # by (checkpoint path, seed)
 
 
@@ -81,6 +82,35 @@ def register_parent(spec: ParentSpec) -> ParentSpec:
         raise ValueError(f"parent {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def register_family(space: str, configs: dict[str, Any], budgets: dict[str, int], *, network: str, trainer: str,
+                    subnets: str, budget: str, describe: str) -> None:
+    """Register one parent per entry of ``configs`` for ``space``. Names are ``module:attr``
+    strings, imported when a parent is built (torch loads lazily): ``network(config)`` builds
+    the parent; ``trainer(module, seed, progress, sample=, smallest=, **{budget: n})`` trains
+    it on the subnets that ``subnets``' ``random_subnet(config, rng)`` and
+    ``smallest_subnet(config)`` give. ``describe`` is formatted with ``budget=n``."""
+    for name, cfg in configs.items():
+        register_parent(ParentSpec(name, space, describe.format(budget=budgets[name]),
+                                   partial(_build_family, network, cfg),
+                                   partial(_train_family, trainer, subnets, cfg, {budget: budgets[name]})))
+
+
+def _import(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _build_family(network: str, cfg: Any) -> Any:
+    return _import(network)(cfg)
+
+
+def _train_family(trainer: str, subnets: str, cfg: Any, budget: dict[str, int], module: Any, seed: int,
+                  progress: Progress | None) -> dict[str, float]:
+    sub = importlib.import_module(subnets)
+    return _import(trainer)(module, seed, progress, sample=lambda rng: sub.random_subnet(cfg, rng),
+                            smallest=sub.smallest_subnet(cfg), **budget)
 
 
 def _load_builtins() -> None:
@@ -168,7 +198,12 @@ def load_parent(name: str, seed: int = 0, *, train: bool = True, progress: Progr
                 os.replace(tmp, path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     module = spec.build()
-    module.load_state_dict(ckpt["state_dict"])
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:  # a checkpoint of another network (an older version, another parent)
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise SpacesError(f"checkpoint {path} does not match parent {name!r} ({detail}); retrain it with: "
+                          f"nas parents train {name} --seed {seed} --force") from None
     module.eval()
     parent = TrainedParent(name, seed, path, weights_digest(ckpt["state_dict"]), dict(ckpt["metrics"]), module)
     _LOADED[key] = parent

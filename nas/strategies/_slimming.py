@@ -61,8 +61,12 @@ class _OrderedStrategy(Strategy):
             raise SpecError("strategy.name", self.name, "random, tpe, nsga2 or predictor-guided: "
                             f"{self.space.name} has no ordered numeric choices to slim")
         objs = ctx.problem.objectives
-        self.quality = self.params["quality"] or next((o.key for o in objs if o.direction == "maximize"), None)
-        self.cost = self.params["cost"] or next((o.key for o in objs if o.direction == "minimize"), None)
+        # defaults: the first objective to maximise is the quality (else the first objective), and
+        # the first other objective to minimise is the cost (a U-Net's output error minimises too)
+        self.quality = self.params["quality"] or next((o.key for o in objs if o.direction == "maximize"),
+                                                      objs[0].key if objs else None)
+        self.cost = self.params["cost"] or next((o.key for o in objs if o.direction == "minimize"
+                                                 and o.key != self.quality), None)
         for field, key in (("quality", self.quality), ("cost", self.cost)):
             if key is None or key not in ctx.problem.keys:
                 raise SpecError(f"strategy.{field}", key, "an objective key of the job: " + ", ".join(ctx.problem.keys))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from .._parents import register_family
 from .model import StageConfig, ViTConfig
 
 __all__ = ["PARENT_CONFIGS", "PARENT_EPOCHS"]
@@ -18,30 +19,6 @@ PARENT_CONFIGS = {
 PARENT_EPOCHS = {"vit-small": 25, "vit-tiny": 2}
 
 
-def _register() -> None:
-    from .._parents import ParentSpec, register_parent
-
-    def builder(name):
-        def build():
-            from .model import SuperViT
-
-            return SuperViT(PARENT_CONFIGS[name])
-        return build
-
-    def trainer(name):
-        def train(module, seed, progress):
-            from .space import random_subnet, smallest_subnet
-            from .train import train_sandwich
-
-            cfg = PARENT_CONFIGS[name]
-            return train_sandwich(module, seed, progress, sample=lambda rng: random_subnet(cfg, rng),
-                                  smallest=smallest_subnet(cfg), epochs=PARENT_EPOCHS[name])
-        return train
-
-    for name in PARENT_CONFIGS:
-        register_parent(ParentSpec(name, "vit-elastic",
-                                   f"EfficientFormerV2-style ViT on scikit-learn digits, {PARENT_EPOCHS[name]} epochs "
-                                   "of sandwich training", builder(name), trainer(name)))
-
-
-_register()
+register_family("vit-elastic", PARENT_CONFIGS, PARENT_EPOCHS, network="spaces.vit.model:SuperViT",
+                trainer="spaces.vit.train:train_sandwich", subnets="spaces.vit.space", budget="epochs",
+                describe="EfficientFormerV2-style ViT on scikit-learn digits, {budget} epochs of sandwich training")

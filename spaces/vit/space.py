@@ -12,11 +12,11 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from .._architecture import Architecture
-from .._base import PROFILED_DEVICES, Choice, ConfigOption, MetricInfo, SearchSpace, Suggest
-from .._errors import InvalidArchitectureError, InvalidConfigError
+from .._base import PROFILED_DEVICES, ConfigOption, MetricInfo
+from .._elastic import ElasticSpace, aligned
+from .._errors import InvalidArchitectureError
 from .._registry import register_space
 from .model import StageConfig, ViTConfig, macs, param_count
 from .parents import PARENT_CONFIGS
@@ -29,15 +29,11 @@ __all__ = ["ViTElasticSpace", "subnet_choices", "subnet_config", "random_subnet"
 _ALIGN = 8  # widths are multiples of 8: what vectorised CPU kernels and most accelerators like
 
 
-def _aligned(x: float) -> int:
-    return max(_ALIGN, int(-(-x // _ALIGN)) * _ALIGN)
-
-
 def subnet_choices(parent: ViTConfig) -> dict[str, tuple[int, ...]]:
     """The choices of the space over ``parent``, by param name, in sampling order."""
     out: dict[str, tuple[int, ...]] = {}
     for i, s in enumerate(parent.stages, start=1):
-        out[f"s{i}.width"] = tuple(sorted({_aligned(s.width * f) for f in (0.25, 0.5, 0.75, 1.0)}))
+        out[f"s{i}.width"] = tuple(sorted({aligned(s.width * f, _ALIGN) for f in (0.25, 0.5, 0.75, 1.0)}))
         out[f"s{i}.depth"] = tuple(range(max(1, s.attn), s.depth + 1))
         out[f"s{i}.mlp_ratio"] = tuple(range(1, s.mlp_ratio + 1))
         if s.heads:
@@ -65,35 +61,29 @@ def smallest_subnet(parent: ViTConfig) -> ViTConfig:
 
 
 @register_space
-class ViTElasticSpace(SearchSpace):
+class ViTElasticSpace(ElasticSpace):
     name = "vit-elastic"
     version = "1"
+    parents = ("vit-small", "vit-tiny")
+    descriptions = {
+        "width": "channels of stage {unit} (aligned to 8)",
+        "depth": "blocks of stage {unit}",
+        "mlp_ratio": "FFN expansion ratio of stage {unit}",
+        "heads": "attention heads in stage {unit}'s attention blocks",
+        "attn": "how many of stage {unit}'s last blocks hold attention",
+    }
 
     @classmethod
-    def config_options(cls) -> dict[str, ConfigOption]:
-        return {
-            "parent": ConfigOption("parent", "vit-small", tuple(PARENT_CONFIGS),
-                                   "the trained parent (`nas parents train NAME`; trained on first use)"),
-            "seed": ConfigOption("seed", 0, (), "the parent's training seed (an integer >= 0)"),
-            "recalibrate": ConfigOption("recalibrate", True, (True, False),
-                                        "re-estimate BatchNorm statistics of each subnet on the training split"),
-        }
+    def extra_options(cls) -> dict[str, ConfigOption]:
+        return {"recalibrate": ConfigOption("recalibrate", True, (True, False),
+                                            "re-estimate BatchNorm statistics of each subnet on the training split")}
 
-    def __init__(self, **config: Any) -> None:
-        # the CLI passes KEY=VALUE strings: accept "3" for seed and "false" for recalibrate
-        if isinstance(config.get("seed"), str) and config["seed"].isdigit():
-            config["seed"] = int(config["seed"])
-        if isinstance(config.get("recalibrate"), str) and config["recalibrate"].lower() in ("true", "false"):
-            config["recalibrate"] = config["recalibrate"].lower() == "true"
-        super().__init__(**config)
-        seed = self.config["seed"]
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise InvalidConfigError("space.seed", seed, "an integer >= 0")
-        self.parent_config = PARENT_CONFIGS[self.config["parent"]]
-        self._choices = subnet_choices(self.parent_config)
+    @property
+    def parent_config(self) -> ViTConfig:
+        return PARENT_CONFIGS[self.config["parent"]]
 
-    def choices(self) -> list[Choice]:
-        return [Choice(k, v, _DESCRIPTIONS[k.split(".")[1]].format(stage=k[1])) for k, v in self._choices.items()]
+    def build_choices(self) -> dict[str, tuple[int, ...]]:
+        return subnet_choices(self.parent_config)
 
     def metrics(self) -> dict[str, MetricInfo]:
         return {
@@ -108,43 +98,16 @@ class ViTElasticSpace(SearchSpace):
         }
 
     # -- architectures ---------------------------------------------------------------
-    def sample(self, suggest: Suggest) -> Architecture:
-        return self._arch({k: suggest.suggest_categorical(k, v) for k, v in self._choices.items()})
-
-    def from_params(self, params: Mapping[str, Any]) -> Architecture:
-        extra = sorted(set(params) - set(self._choices))
-        if extra:
-            raise InvalidArchitectureError(f"vit-elastic: unknown key {extra[0]!r}; keys are {', '.join(self._choices)}")
-        for k, values in self._choices.items():
-            if k not in params:
-                raise InvalidArchitectureError(f"vit-elastic: missing key {k!r}; valid values: {list(values)}")
-            v = params[k]
-            if isinstance(v, bool) or v not in values:
-                raise InvalidArchitectureError(f"vit-elastic: {k} is {v!r}; valid: {', '.join(map(str, values))}")
-        return self._arch({k: params[k] for k in self._choices})
-
     def subnet(self, arch: Architecture) -> ViTConfig:
         """The dense network's config: what export writes beside the weights."""
         self.validate(arch)
         return subnet_config(self.parent_config, arch.params)
 
-    def largest(self) -> Architecture:
-        return self.from_params({k: v[-1] for k, v in self._choices.items()})
+    def count_params(self, subnet: ViTConfig) -> int:
+        return param_count(subnet)
 
-    def smallest(self) -> Architecture:
-        return self.from_params({k: v[0] for k, v in self._choices.items()})
-
-    def encode(self, archs: Sequence[Architecture]) -> np.ndarray:
-        """Each choice divided by its largest value, then params and MACs relative to the largest subnet."""
-        maxima = np.array([v[-1] for v in self._choices.values()], dtype=np.float64)
-        big = subnet_config(self.parent_config, self.largest().params)
-        out = np.zeros((len(archs), len(maxima) + 2), dtype=np.float32)
-        for r, a in enumerate(archs):
-            cfg = subnet_config(self.parent_config, a.params)
-            out[r, :len(maxima)] = np.array([a.params[k] for k in self._choices], dtype=np.float64) / maxima
-            out[r, -2] = param_count(cfg) / param_count(big)
-            out[r, -1] = macs(cfg) / macs(big)
-        return out
+    def count_macs(self, subnet: ViTConfig) -> int:
+        return macs(subnet)
 
     def graph(self, arch: Architecture):
         import networkx as nx
@@ -172,16 +135,6 @@ class ViTElasticSpace(SearchSpace):
         return g
 
     # -- the network -----------------------------------------------------------------
-    def parent(self, *, train: bool = True, progress=None):
-        """The trained parent (``spaces.TrainedParent``), trained now if it is not on disk."""
-        from .._parents import load_parent
-
-        return load_parent(self.config["parent"], self.config["seed"], train=train, progress=progress)
-
-    def provenance(self) -> dict[str, Any]:
-        p = self.parent()
-        return {"parent": p.name, "seed": p.seed, "parent_digest": p.digest}
-
     def materialize(self, arch: Architecture, parent: Any = None, *, recalibrate: bool | None = None):
         """The dense subnet with weights sliced from ``parent`` (default: this space's trained
         parent), BatchNorm recalibrated when the space says so. With ``recalibrate=False``
@@ -191,28 +144,28 @@ class ViTElasticSpace(SearchSpace):
         from .train import recalibrate as recal
 
         cfg = self.subnet(arch)
-        if parent is None:
-            parent = self.parent().module
-        parent = getattr(parent, "module", parent)  # a TrainedParent or the module itself
-        if not isinstance(parent, SuperViT) or parent.config.stages[0].width < cfg.stages[0].width:
-            raise InvalidArchitectureError(
-                f"vit-elastic: the parent must be the SuperViT of {self.config['parent']!r}; got {type(parent).__name__}")
-        net = parent.extract(cfg).eval()
+        parent = self.parent_module(parent, SuperViT)
+        try:
+            net = parent.extract(cfg).eval()
+        except (IndexError, RuntimeError) as e:  # a parent of another size: a slice falls outside it
+            raise InvalidArchitectureError(f"{self.name}: the parent does not fit {self.config['parent']!r}: "
+                                           f"{str(e).splitlines()[0]}") from None
         if self.config["recalibrate"] if recalibrate is None else recalibrate:
             recal(net, digits_split()[0])
         return net
 
-    def network_config(self, arch: Architecture) -> dict[str, Any]:
-        return self.subnet(arch).to_dict()
+    def run_subnet(self, parent: Any, arch: Architecture, x: torch.Tensor) -> torch.Tensor:
+        """The parent computing as ``arch`` (weights sliced on the fly): what ``materialize``
+        with ``recalibrate=False`` reproduces."""
+        from .model import SuperViT
+
+        return self.parent_module(parent, SuperViT)(x, self.subnet(arch))
 
     @classmethod
-    def build_network(cls, network: Mapping[str, Any]):
+    def network_types(cls):
         from .model import ViT
 
-        try:
-            return ViT(ViTConfig.from_dict(dict(network)))
-        except (TypeError, KeyError, ValueError) as e:
-            raise InvalidArchitectureError(f"vit-elastic: not a network config ({type(e).__name__}: {e})") from None
+        return ViT, ViTConfig
 
     def example_inputs(self, arch: Architecture, batch: int = 1) -> tuple[torch.Tensor, ...]:
         import torch
@@ -221,13 +174,8 @@ class ViTElasticSpace(SearchSpace):
         return (torch.randn(batch, self.parent_config.in_channels, side, side,
                             generator=torch.Generator().manual_seed(0)),)
 
-    def evaluate(self, arch: Architecture, keys: Sequence[str]) -> dict[str, float]:
-        cfg = self.subnet(arch)
+    def measure(self, arch: Architecture, keys: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
-        if "params" in keys:
-            out["params"] = float(param_count(cfg))
-        if "mmacs" in keys:
-            out["mmacs"] = macs(cfg) / 1e6
         if "top1" in keys or "loss" in keys:
             from .data import digits_split
             from .train import accuracy_and_loss
@@ -236,12 +184,3 @@ class ViTElasticSpace(SearchSpace):
             acc, loss = accuracy_and_loss(self.materialize(arch), x_test, y_test)
             out.update({k: v for k, v in (("top1", acc), ("loss", loss)) if k in keys})
         return out
-
-
-_DESCRIPTIONS = {
-    "width": "channels of stage {stage} (aligned to 8)",
-    "depth": "blocks of stage {stage}",
-    "mlp_ratio": "FFN expansion ratio of stage {stage}",
-    "heads": "attention heads in stage {stage}'s attention blocks",
-    "attn": "how many of stage {stage}'s last blocks hold attention",
-}
