@@ -104,6 +104,7 @@ def test_unet_evaluate(unet):
     ("unet-blocks", {"image_size": 18}, "space.image_size"),
     ("unet-blocks", {"parent": "vit-small"}, "space.parent"),
     ("unet-blocks", {"seed": -2}, "space.seed"),
+    ("vit-elastic", {"image_size": 10}, "space.image_size"),
 ])
 def test_bad_config(name, config, field):
     with pytest.raises(InvalidConfigError, match=field):
@@ -175,3 +176,14 @@ def test_parent_mismatch_on_disk_is_reported(tmp_path, monkeypatch):
     torch.save({"name": "sr-tiny", "seed": 3, "state_dict": sd, "metrics": {}}, path)
     with pytest.raises(spaces.SpacesError, match="does not match parent 'sr-tiny'"):
         load_parent("sr-tiny", 3)
+
+
+def test_knapsack_plans_are_repaired_into_the_space():
+    """A plan that removes every ResNet block of a stage becomes the nearest valid network."""
+    from nas.strategies._slimming import _valid
+
+    space = spaces.get_space("unet-blocks")
+    params = space.largest().params_dict() | {"u3.r0": 0, "u3.r1": 0, "mid.a": 0}
+    arch = _valid(space, params)
+    assert arch.params["u3.r0"] == 1 and arch.params["u3.r1"] == 0 and arch.params["mid.a"] == 0
+    assert _valid(space, params | {"s1.width": 12}) is None  # not a choice: nothing to repair

@@ -43,6 +43,21 @@ def _with(space: SearchSpace, arch: Architecture, name: str, value: Any) -> Arch
         return None
 
 
+def _valid(space: SearchSpace, params: dict[str, Any]) -> Architecture | None:
+    """The architecture of ``params``, or of the space's repair of them when they break a rule
+    across choices (a plan that removes every block of a U-Net stage), or None."""
+    try:
+        return space.from_params(params)
+    except InvalidArchitectureError:
+        repair = getattr(space, "repair", None)
+        if repair is None:
+            return None
+        try:
+            return space.from_params(repair(dict(params)))
+        except InvalidArchitectureError:
+            return None
+
+
 class _OrderedStrategy(Strategy):
     """Shared set-up: the quality and cost objectives, and a space with ordered choices."""
 
@@ -216,8 +231,8 @@ class KnapsackStrategy(_OrderedStrategy):
             pick = self._solve(options, (base[1] - b) * factor)
             if pick is None:
                 continue
-            arch = self.space.from_params({**big, **pick})
-            if arch.arch_id in self.seen or arch.arch_id in planned:
+            arch = _valid(self.space, {**big, **pick})
+            if arch is None or arch.arch_id in self.seen or arch.arch_id in planned:
                 continue
             planned.add(arch.arch_id)
             out.append(Proposal(arch, {"strategy": self.name, "phase": "knapsack", "budget": round(b, 6),

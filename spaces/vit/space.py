@@ -8,6 +8,7 @@ subnet on the held-out digits split, after BatchNorm recalibration on the traini
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._architecture import Architecture
 from .._base import PROFILED_DEVICES, ConfigOption, MetricInfo
 from .._elastic import ElasticSpace, aligned
-from .._errors import InvalidArchitectureError
+from .._errors import InvalidArchitectureError, InvalidConfigError
 from .._registry import register_space
 from .model import StageConfig, ViTConfig, macs, param_count
 from .parents import PARENT_CONFIGS
@@ -76,7 +77,16 @@ class ViTElasticSpace(ElasticSpace):
     @classmethod
     def extra_options(cls) -> dict[str, ConfigOption]:
         return {"recalibrate": ConfigOption("recalibrate", True, (True, False),
-                                            "re-estimate BatchNorm statistics of each subnet on the training split")}
+                                            "re-estimate BatchNorm statistics of each subnet on the training split"),
+                "image_size": ConfigOption("image_size", 8, (),
+                                           "side of the image whose latency and MACs are measured (a multiple of 4, "
+                                           "8..64); quality is measured on the 8x8 digits")}
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        side = self.config["image_size"]
+        if not isinstance(side, int) or isinstance(side, bool) or not 8 <= side <= 64 or side % 4:
+            raise InvalidConfigError("space.image_size", side, "a multiple of 4 from 8 to 64 (two stride-2 stages)")
 
     @property
     def parent_config(self) -> ViTConfig:
@@ -101,7 +111,7 @@ class ViTElasticSpace(ElasticSpace):
     def subnet(self, arch: Architecture) -> ViTConfig:
         """The dense network's config: what export writes beside the weights."""
         self.validate(arch)
-        return subnet_config(self.parent_config, arch.params)
+        return dataclasses.replace(subnet_config(self.parent_config, arch.params), image_size=self.config["image_size"])
 
     def count_params(self, subnet: ViTConfig) -> int:
         return param_count(subnet)
@@ -170,7 +180,7 @@ class ViTElasticSpace(ElasticSpace):
     def example_inputs(self, arch: Architecture, batch: int = 1) -> tuple[torch.Tensor, ...]:
         import torch
 
-        side = self.parent_config.image_size
+        side = self.config["image_size"]
         return (torch.randn(batch, self.parent_config.in_channels, side, side,
                             generator=torch.Generator().manual_seed(0)),)
 
