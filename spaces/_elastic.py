@@ -159,6 +159,13 @@ class ElasticSpace(SearchSpace):
         return self.from_params(self.repair({k: v[0] for k, v in self._choices.items()}))
 
     # -- the parent ------------------------------------------------------------------
+    @property
+    def parent_config(self) -> Any:
+        """The config of this space's parent network."""
+        from ._parents import get_parent
+
+        return get_parent(self.config["parent"]).extra["config"]
+
     def parent(self, *, train: bool = True, progress=None):
         """The trained parent (``spaces.TrainedParent``), trained now if it is not on disk."""
         from ._parents import load_parent
@@ -203,6 +210,9 @@ class ElasticSpace(SearchSpace):
 
         net_cls = self.network_types()[0]
         parent = self.parent_module(parent, net_cls)
+        if parent.config != self.parent_config:  # a parent of another size would slice silently
+            raise InvalidArchitectureError(f"{self.name}: the parent does not fit {self.config['parent']!r}: it is "
+                                           f"{parent.config}, {self.config['parent']!r} is {self.parent_config}")
         net = net_cls(self.subnet(arch))
         try:
             net.load_state_dict(sliced_state_dict(parent, net))

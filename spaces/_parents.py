@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,7 +95,8 @@ def register_family(space: str, configs: dict[str, Any], budgets: dict[str, int]
     for name, cfg in configs.items():
         register_parent(ParentSpec(name, space, describe.format(budget=budgets[name]),
                                    partial(_build_family, network, cfg),
-                                   partial(_train_family, trainer, subnets, cfg, {budget: budgets[name]})))
+                                   partial(_train_family, trainer, subnets, cfg, {budget: budgets[name]}),
+                                   {"config": cfg}))
 
 
 def _import(ref: str) -> Any:
@@ -196,15 +198,17 @@ def load_parent(name: str, seed: int = 0, *, train: bool = True, progress: Progr
                 torch.save({"name": name, "seed": seed, "state_dict": module.state_dict(), "metrics": metrics,
                             "torch": str(torch.__version__)}, tmp)
                 os.replace(tmp, path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     module = spec.build()
     try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:  # a checkpoint of another network (an older version, another parent)
+        metrics = dict(ckpt["metrics"])
+    except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
+        # another network's checkpoint (an older version of the space), or not a checkpoint
         detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
         raise SpacesError(f"checkpoint {path} does not match parent {name!r} ({detail}); retrain it with: "
                           f"nas parents train {name} --seed {seed} --force") from None
     module.eval()
-    parent = TrainedParent(name, seed, path, weights_digest(ckpt["state_dict"]), dict(ckpt["metrics"]), module)
+    parent = TrainedParent(name, seed, path, weights_digest(ckpt["state_dict"]), metrics, module)
     _LOADED[key] = parent
     return parent

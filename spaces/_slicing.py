@@ -19,7 +19,10 @@ GROUP_CHANNELS = 8  # GroupNorm groups hold 8 channels, so a slice to a multiple
 
 
 def conv(x: torch.Tensor, layer: nn.Conv2d, cout: int | None = None) -> torch.Tensor:
+    """``layer`` on ``x``, using as many input channels as ``x`` has and the first ``cout``
+    outputs (dense convolutions only: a grouped one would need its groups sliced too)."""
     w = layer.weight
+    assert layer.groups == 1 and layer.dilation == (1, 1), "prefix slicing covers dense convolutions"
     cin = x.shape[1]
     if (cout is None or cout == w.shape[0]) and cin == w.shape[1]:
         return layer(x)

@@ -39,6 +39,7 @@ def check_space(space: SearchSpace, n: int = 50) -> None:
         assert space.from_params(a.params_dict()) == a, f"from_params does not rebuild {a.params_dict()}"
         assert Architecture.from_json(a.to_json()) == a, "the JSON round trip changes the architecture"
     assert samples(space, 7, 10) == samples(space, 7, 10), "the same seed samples differently"
+    assert samples(space, 7, 10) != samples(space, 8, 10), "different seeds sample the same architectures"
 
     x = space.encode(archs)
     assert isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating), "encode must return floats"
@@ -54,8 +55,10 @@ def check_space(space: SearchSpace, n: int = 50) -> None:
     clone = pickle.loads(pickle.dumps(space))
     assert type(clone) is type(space) and dict(clone.config) == dict(space.config), "pickling changes the space"
     assert samples(clone, 4, 10) == samples(space, 4, 10), "a pickled space samples differently"
+    assert all(clone.from_params(a.params_dict()) == a for a in archs[:10]), "a pickled space rebuilds differently"
 
     d = json.loads(json.dumps(space.describe()))
+    assert d["name"] == space.name, "describe names another space"
     assert [c["name"] for c in d["choices"]] == [c.name for c in space.choices()], "describe lists other choices"
     assert set(d["metrics"]) == set(space.metrics()), "describe lists other metrics"
     try:

@@ -47,6 +47,12 @@ def test_sr_subnets_equal_parent_run_as_subnet(config):
     check_networks(space, perturbed(config["parent"]), samples(space, 0, 6) + [space.largest(), space.smallest()])
 
 
+def test_vit_subnets_equal_parent_run_as_subnet():
+    """Without BatchNorm recalibration, a ViT subnet computes the parent's slices exactly."""
+    space = spaces.get_space("vit-elastic", recalibrate=False)
+    check_networks(space, perturbed("vit-small"), samples(space, 0, 4) + [space.largest(), space.smallest()])
+
+
 def test_unet_subnets_equal_parent_run_as_subnet():
     space = spaces.get_space("unet-blocks")
     archs = samples(space, 0, 6) + [space.largest(), space.smallest(), space.baseline("bk-base"),
@@ -63,12 +69,32 @@ def test_dense_subnets_trace(sr, unet):
         torch.testing.assert_close(traced(*inputs), net(*inputs), rtol=0, atol=1e-6)
 
 
+def test_cli_strings_for_config():
+    s = spaces.get_space("sr-adaptive", parent="sr-tiny", scale="4", image_size="32")
+    assert s.config["scale"] == 4 and s.config["image_size"] == 32
+
+
+def test_optuna_parameters_are_the_networks():
+    """Sampling never repairs after asking: what Optuna records is what was measured."""
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = spaces.get_space("unet-blocks")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        arch = space.sample(trial)
+        assert all(arch.params[k] == v for k, v in trial.params.items())
+        study.tell(trial, 0.0)
+
+
 def test_parent_of_another_space_is_refused(sr, unet):
     with pytest.raises(InvalidArchitectureError, match="must be a SRNet"):
         sr.materialize(sr.largest(), perturbed("unet-tiny"))
     small = spaces.get_space("unet-blocks")  # a tiny parent cannot hold unet-small's subnets
     with pytest.raises(InvalidArchitectureError, match="does not fit 'unet-small'"):
         small.materialize(small.largest(), perturbed("unet-tiny"))
+    with pytest.raises(InvalidArchitectureError, match="does not fit 'sr-tiny'"):  # nor the other way round
+        sr.materialize(sr.smallest(), perturbed("sr-small"))
 
 
 # -- evaluators -----------------------------------------------------------------------
@@ -105,6 +131,8 @@ def test_unet_evaluate(unet):
     ("unet-blocks", {"parent": "vit-small"}, "space.parent"),
     ("unet-blocks", {"seed": -2}, "space.seed"),
     ("vit-elastic", {"image_size": 10}, "space.image_size"),
+    ("sr-adaptive", {"image_size": 2048}, "space.image_size"),
+    ("unet-blocks", {"image_size": 4}, "space.image_size"),
 ])
 def test_bad_config(name, config, field):
     with pytest.raises(InvalidConfigError, match=field):
@@ -126,6 +154,15 @@ def test_bad_architectures(sr, unet):
         unet.baseline("bk-base")
     with pytest.raises(InvalidArchitectureError, match="not a network config"):
         type(unet).build_network({"widths": [16], "layers": 1, "attn_stages": [], "removed": ["d9.r0"]})
+    with pytest.raises(InvalidArchitectureError, match="widths: 4 is not a positive multiple of 8"):
+        type(unet).build_network({"widths": [4], "layers": 1, "attn_stages": []})
+    with pytest.raises(InvalidArchitectureError, match=r"scales \(3,\)"):
+        type(sr).build_network({"width": 8, "blocks": [8], "scales": [3]})
+    big = spaces.get_space("unet-blocks").largest().params_dict()
+    with pytest.raises(InvalidArchitectureError, match="every ResNet block of stage u2 is removed"):
+        spaces.get_space("unet-blocks").from_params(big | {"u2.r0": 0, "u2.r1": 0})
+    with pytest.raises(InvalidArchitectureError, match="width is 20; valid: 8, 12, 16"):
+        spaces.get_space("sr-adaptive", parent="sr-tiny", align=4).from_params(p | {"width": 20})
 
 
 def test_unet_sampling_never_removes_a_whole_stage():
@@ -154,7 +191,7 @@ def test_bk_baselines(unet):
 def test_search_job(tmp_path, space_spec, quality, strategy):
     store = Store(f"sqlite:///{tmp_path / 'nas.db'}")
     spec = {"space": space_spec, "objectives": [quality, {"name": "mmacs", "direction": "minimize"}],
-            "budget": {"evaluations": 8}, "seed": 0, "strategy": {"name": strategy},
+            "budget": {"evaluations": 14}, "seed": 0, "strategy": {"name": strategy},
             "execution": {"backend": "inline"}}
     result = run_job(spec, store)
     job = store.get_job(result.job_id)
@@ -163,6 +200,8 @@ def test_search_job(tmp_path, space_spec, quality, strategy):
     trials = store.load_trials(result.job_id)
     assert len(trials) >= 2 and all(t.state == "complete" for t in trials)
     assert len({t.arch_id for t in trials}) == len(trials)
+    # past the scoring phase: the slimming walk took steps, the knapsack planned networks
+    assert any((t.source or {}).get("step", 0) > 0 or (t.source or {}).get("phase") == "knapsack" for t in trials)
 
 
 def test_parent_mismatch_on_disk_is_reported(tmp_path, monkeypatch):

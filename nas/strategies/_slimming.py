@@ -43,6 +43,9 @@ def _with(space: SearchSpace, arch: Architecture, name: str, value: Any) -> Arch
         return None
 
 
+_COSTS = ("params", "mmacs", "latency_ms", "flops", "macs", "energy_mj")
+
+
 def _valid(space: SearchSpace, params: dict[str, Any]) -> Architecture | None:
     """The architecture of ``params``, or of the space's repair of them when they break a rule
     across choices (a plan that removes every block of a U-Net stage), or None."""
@@ -76,10 +79,12 @@ class _OrderedStrategy(Strategy):
             raise SpecError("strategy.name", self.name, "random, tpe, nsga2 or predictor-guided: "
                             f"{self.space.name} has no ordered numeric choices to slim")
         objs = ctx.problem.objectives
-        # defaults: the first objective to maximise is the quality (else the first objective), and
-        # the first other objective to minimise is the cost (a U-Net's output error minimises too)
-        self.quality = self.params["quality"] or next((o.key for o in objs if o.direction == "maximize"),
-                                                      objs[0].key if objs else None)
+        # defaults: the first objective to maximise is the quality (else the first objective that
+        # is not a cost: a U-Net's output error minimises too), and the first other objective to
+        # minimise is the cost
+        self.quality = self.params["quality"] or next(
+            (o.key for o in objs if o.direction == "maximize"),
+            next((o.key for o in objs if o.key.partition("@")[0] not in _COSTS), None))
         self.cost = self.params["cost"] or next((o.key for o in objs if o.direction == "minimize"
                                                  and o.key != self.quality), None)
         for field, key in (("quality", self.quality), ("cost", self.cost)):

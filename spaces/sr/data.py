@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TEST_PHOTOS", "TRAIN_PHOTOS", "train_photos", "test_set", "downscale", "psnr", "ssim", "TEST_SIDE"]
+__all__ = ["TEST_PHOTOS", "TRAIN_PHOTOS", "train_photos", "test_set", "downscale", "psnr", "ssim", "quantize", "TEST_SIDE"]
 
 # five photos never seen in training, like Set5: a face, an animal, food, a flower, a scene
 TEST_PHOTOS = ("astronaut", "chelsea", "coffee", "sklearn:flower.jpg", "motorcycle_left")
@@ -60,12 +60,17 @@ def test_set(scale: int) -> tuple[torch.Tensor, torch.Tensor]:
         top, left = (img.shape[0] - TEST_SIDE) // 2, (img.shape[1] - TEST_SIDE) // 2
         crops.append(_tensor(img[top:top + TEST_SIDE, left:left + TEST_SIDE]))
     hr = torch.stack(crops)
-    return downscale(hr, scale), hr
+    return quantize(downscale(hr, scale)), hr
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """To 8-bit steps, as images are stored: the SR protocol scores 8-bit inputs and outputs."""
+    return (x.clamp(0.0, 1.0) * 255.0).round() / 255.0
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
-    """ITU-R BT.601 Y in [16, 235] from RGB in [0, 1]: the channel SR papers score on."""
-    r, g, b = x.clamp(0.0, 1.0).unbind(1)
+    """ITU-R BT.601 Y in [16, 235] from 8-bit RGB: the channel SR papers score on."""
+    r, g, b = quantize(x).unbind(1)
     return 16.0 + 65.481 * r + 128.553 * g + 24.966 * b
 
 

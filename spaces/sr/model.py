@@ -46,6 +46,8 @@ class SRConfig:
         d["scales"] = tuple(int(s) for s in d["scales"])
         if set(d["scales"]) - set(SCALES) or not d["scales"]:
             raise ValueError(f"scales {d['scales']}: valid are {SCALES}")
+        if not isinstance(d["width"], int) or d["width"] < 1 or any(b < 0 for b in d["blocks"]):
+            raise ValueError(f"width {d['width']!r} must be >= 1 and block widths >= 0 (0: skipped)")
         return cls(**d)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .._architecture import Architecture
 from .._base import PROFILED_DEVICES, ConfigOption, MetricInfo
 from .._elastic import ElasticSpace
-from .._errors import InvalidArchitectureError, InvalidConfigError
+from .._errors import InvalidConfigError
 from .._registry import register_space
 from .model import SCALES, SRConfig, macs, param_count
 from .parents import PARENT_CONFIGS

@@ -58,8 +58,16 @@ class UNetConfig:
     def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
         d = dict(d)
         for k in ("widths", "attn_stages", "removed"):
-            d[k] = tuple(d[k])
+            if k in d:
+                d[k] = tuple(d[k])
         cfg = cls(**d)
+        for w in cfg.widths:
+            if not isinstance(w, int) or w < GROUP_CHANNELS or w % GROUP_CHANNELS:
+                raise ValueError(f"widths: {w!r} is not a positive multiple of {GROUP_CHANNELS}")
+        if not isinstance(cfg.layers, int) or cfg.layers < 1:
+            raise ValueError(f"layers: {cfg.layers!r}; valid: an integer >= 1")
+        if not set(cfg.attn_stages) <= set(range(1, len(cfg.widths) + 1)):
+            raise ValueError(f"attn_stages: {list(cfg.attn_stages)}; valid: stages 1..{len(cfg.widths)}")
         bad = sorted(set(cfg.removed) - set(units(cfg)))
         if bad:
             raise ValueError(f"removed unit {bad[0]!r} is not a block of this network")
@@ -212,7 +220,8 @@ def macs(cfg: UNetConfig) -> int:
     """Multiply-accumulates of one image's noise prediction (convs, linears, attention)."""
     n, ws = len(cfg.widths), cfg.widths
     px = [(cfg.image_size // 2 ** (s - 1)) ** 2 for s in range(1, n + 1)]
-    total = 9 * cfg.channels * ws[0] * px[0] + 9 * ws[0] * cfg.channels * px[0]
+    total = 32 * cfg.temb + cfg.temb * cfg.temb  # the time-embedding MLP
+    total += 9 * cfg.channels * ws[0] * px[0] + 9 * ws[0] * cfg.channels * px[0]
     total += sum(9 * ws[s - 2] * ws[s - 1] * px[s - 1] for s in range(2, n + 1))
     total += sum(2 * ws[s - 1] ** 2 * px[s - 1] for s in range(1, n + 1))
     total += sum(9 * ws[s - 1] * ws[s - 2] * px[s - 2] for s in range(2, n + 1))

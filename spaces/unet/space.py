@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 
 from .._architecture import Architecture
-from .._base import PROFILED_DEVICES, ConfigOption, MetricInfo
+from .._base import PROFILED_DEVICES, ConfigOption, MetricInfo, Suggest
 from .._elastic import ElasticSpace
 from .._errors import InvalidArchitectureError, InvalidConfigError
 from .._registry import register_space
 from .._slicing import GROUP_CHANNELS
 from .model import UNetConfig, macs, param_count, units
-from .parents import PARENT_CONFIGS
 
 if TYPE_CHECKING:
     import torch
@@ -81,10 +80,6 @@ class UNetBlocksSpace(ElasticSpace):
             raise InvalidConfigError("space.image_size", side,
                                      f"a multiple of {step} from 8 to 256 (the U-Net halves it {n - 1} times)")
 
-    @property
-    def parent_config(self) -> UNetConfig:
-        return PARENT_CONFIGS[self.config["parent"]]
-
     def build_choices(self) -> dict[str, tuple[int, ...]]:
         p = self.parent_config
         out: dict[str, tuple[int, ...]] = {f"s{s}.width": _widths(w) for s, w in enumerate(p.widths, 1)}
@@ -114,8 +109,23 @@ class UNetBlocksSpace(ElasticSpace):
 
     def repair(self, params: dict[str, Any]) -> dict[str, Any]:
         p = self.parent_config
-        kept = _repair(p, {u for u in units(p) if params.get(u) == 0})
-        return {**params, **{u: (0 if u in kept else 1) for u in units(p)}}
+        removed = _repair(p, {u for u in units(p) if params.get(u) == 0})
+        return {**params, **{u: (0 if u in removed else 1) for u in units(p)}}
+
+    def sample(self, suggest: Suggest) -> Architecture:
+        """Define-by-run: a stage's last ResNet block is not asked for when the stage's other
+        ResNet blocks are removed (it must stay), so an Optuna trial's parameters are always
+        the network's."""
+        p = self.parent_config
+        params: dict[str, Any] = {}
+        for k, values in self._choices.items():
+            stage, _, kind = k.partition(".")
+            if stage[0] in "du" and kind == f"r{p.layers - 1}" and \
+                    all(params[f"{stage}.r{j}"] == 0 for j in range(p.layers - 1)):
+                params[k] = 1
+            else:
+                params[k] = suggest.suggest_categorical(k, values)
+        return self._arch(params)
 
     def baseline(self, name: str) -> Architecture:
         """A BK-SDM removal (``bk-base``, ``bk-small``) at full width."""

@@ -20,7 +20,6 @@ from .._elastic import ElasticSpace, aligned
 from .._errors import InvalidArchitectureError, InvalidConfigError
 from .._registry import register_space
 from .model import StageConfig, ViTConfig, macs, param_count
-from .parents import PARENT_CONFIGS
 
 if TYPE_CHECKING:
     import torch
@@ -87,10 +86,6 @@ class ViTElasticSpace(ElasticSpace):
         side = self.config["image_size"]
         if not isinstance(side, int) or isinstance(side, bool) or not 8 <= side <= 64 or side % 4:
             raise InvalidConfigError("space.image_size", side, "a multiple of 4 from 8 to 64 (two stride-2 stages)")
-
-    @property
-    def parent_config(self) -> ViTConfig:
-        return PARENT_CONFIGS[self.config["parent"]]
 
     def build_choices(self) -> dict[str, tuple[int, ...]]:
         return subnet_choices(self.parent_config)
