@@ -21,7 +21,7 @@ Quality: top-1 on the 599 held-out digits (ties broken by the cross-entropy, whi
 search optimises), PSNR on the five held-out photos, the U-Net's output error against the
 parent (lower is better). Parent training (once, cached) is reported apart from search time.
 
-    python benchmarks/model_spaces.py                  # all three families (~20 min with parents cached)
+    python benchmarks/model_spaces.py                  # all three families (~22 min with parents cached)
     python benchmarks/model_spaces.py --family sr --evaluations 60
 """
 
@@ -235,7 +235,7 @@ def verdicts(fam: Family, rows: list[dict]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", choices=list(FAMILIES), action="append", help="default: all")
-    ap.add_argument("--evaluations", type=int, default=300, help="search budget per family")
+    ap.add_argument("--evaluations", type=int, default=200, help="search budget per family")
     ap.add_argument("--rounds", type=int, default=3, help="side-by-side latency rounds")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "model_spaces.md"))
     args = ap.parse_args()

@@ -373,6 +373,15 @@ def test_examples_run(example, store):
     assert len(measured(result.trials)) == 20
 
 
+@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parent.parent / "examples").glob("*.yaml")))
+def test_every_example_validates(example):
+    """Every shipped example is a valid job: space, objectives, devices, strategy, constraints."""
+    from nas.engine import prepare_job
+
+    job = prepare_job(load_spec(Path(__file__).parent.parent / "examples" / example))
+    assert job.problem.objectives
+
+
 # -- bad specs: an error naming field, given and valid, and nothing stored ---------
 def _mod(f: Callable[[dict], Any]) -> dict[str, Any]:
     spec = make_spec("random", budget=10)
