@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ._base import SearchSpace
 from ._errors import UnknownSpaceError
