@@ -19,7 +19,6 @@ from .._elastic import ElasticSpace
 from .._errors import InvalidConfigError
 from .._registry import register_space
 from .model import SCALES, SRConfig, macs, param_count
-from .parents import PARENT_CONFIGS
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +64,7 @@ class SRAdaptiveSpace(ElasticSpace):
             raise InvalidConfigError("space.image_size", side, "an integer from 8 to 1024 (pixels of the LR input)")
 
     def build_choices(self) -> dict[str, tuple[int, ...]]:
-        p, a = PARENT_CONFIGS[self.config["parent"]], self.config["align"]
+        p, a = self.parent_config, self.config["align"]
         out = {"width": _grid(p.width // 2, p.width, a)}
         for i, b in enumerate(p.blocks, 1):
             out[f"b{i}.width"] = (0,) + _grid(a, b, a)
