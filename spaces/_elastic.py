@@ -8,7 +8,10 @@ Contract for subclasses:
 * ``build_choices()`` returns every choice as an ascending tuple of numbers (the slimming and
   knapsack drivers lower them one step at a time), in sampling order.
 * ``check(params)`` raises :class:`InvalidArchitectureError` for combinations the choices
-  alone allow but the network cannot take (e.g. every block of a stage removed).
+  alone allow but the network cannot take (e.g. every block of a stage removed). A space with
+  such rules also overrides ``sample`` so that it never asks for a value it would then
+  overrule (an Optuna trial's parameters must be the network's), and ``repair`` for the
+  drivers' plans.
 * ``subnet(arch)`` returns the dense network's config (a frozen dataclass with ``to_dict``).
 * ``network_types()`` returns ``(dense network class, config class)``, imported lazily: the
   network is built as ``cls(config_cls.from_dict(d))``.
@@ -23,15 +26,20 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._architecture import Architecture
-from ._base import Choice, ConfigOption, SearchSpace, Suggest
+from ._base import PROFILED_DEVICES, Choice, ConfigOption, MetricInfo, SearchSpace, Suggest
 from ._errors import InvalidArchitectureError, InvalidConfigError
 
-__all__ = ["ElasticSpace", "aligned"]
+__all__ = ["ElasticSpace", "aligned", "grid"]
 
 
 def aligned(x: float, align: int) -> int:
     """``x`` rounded up to a multiple of ``align`` (at least ``align``)."""
     return max(align, int(-(-x // align)) * align)
+
+
+def grid(lo: int, hi: int, align: int) -> tuple[int, ...]:
+    """The multiples of ``align`` from ``lo`` (rounded up) to ``hi``."""
+    return tuple(range(-(-lo // align) * align, hi + 1, align))
 
 
 class ElasticSpace(SearchSpace):
@@ -64,6 +72,10 @@ class ElasticSpace(SearchSpace):
         seed = self.config["seed"]
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise InvalidConfigError("space.seed", seed, "an integer >= 0")
+        from ._parents import get_parent
+
+        # the config of this space's parent network (checks, subnets and sampling read it per architecture)
+        self.parent_config: Any = get_parent(self.config["parent"]).extra["config"]
         self._choices = self.build_choices()
 
     @abc.abstractmethod
@@ -84,15 +96,12 @@ class ElasticSpace(SearchSpace):
 
     def sample(self, suggest: Suggest) -> Architecture:
         params = {k: suggest.suggest_categorical(k, v) for k, v in self._choices.items()}
-        try:
-            self.check(params)
-        except InvalidArchitectureError:
-            params = self.repair(params)
+        self.check(params)  # a space with rules across choices samples define-by-run instead
         return self._arch(params)
 
     def repair(self, params: dict[str, Any]) -> dict[str, Any]:
-        """A valid architecture close to ``params`` (sampling may break a ``check`` rule); the
-        default changes nothing."""
+        """A valid architecture close to ``params`` (a driver's plan may break a ``check``
+        rule); the default changes nothing."""
         return params
 
     def from_params(self, params: Mapping[str, Any]) -> Architecture:
@@ -119,6 +128,17 @@ class ElasticSpace(SearchSpace):
     @abc.abstractmethod
     def count_macs(self, subnet: Any) -> int:
         """Multiply-accumulates of one input of the space's configured size."""
+
+    def size_metrics(self) -> dict[str, MetricInfo]:
+        """``params``, ``mmacs`` and the profiled ``latency_ms``: every model space has them."""
+        side = self.config.get("image_size")
+        per = f"one {side}px input" if side else "one input"
+        return {
+            "params": MetricInfo("params", "count", "minimize", (), "parameters of the dense subnet"),
+            "mmacs": MetricInfo("mmacs", "M", "minimize", (), f"multiply-accumulates for {per}, millions"),
+            "latency_ms": MetricInfo("latency_ms", "ms", "minimize", PROFILED_DEVICES,
+                                     "latency of the dense subnet, profiled on this machine during the job"),
+        }
 
     def size_features(self, subnet: Any) -> tuple[float, ...]:
         """Sizes of a dense network: ``encode`` adds them relative to the largest subnet's."""
@@ -159,13 +179,6 @@ class ElasticSpace(SearchSpace):
         return self.from_params(self.repair({k: v[0] for k, v in self._choices.items()}))
 
     # -- the parent ------------------------------------------------------------------
-    @property
-    def parent_config(self) -> Any:
-        """The config of this space's parent network."""
-        from ._parents import get_parent
-
-        return get_parent(self.config["parent"]).extra["config"]
-
     def parent(self, *, train: bool = True, progress=None):
         """The trained parent (``spaces.TrainedParent``), trained now if it is not on disk."""
         from ._parents import load_parent

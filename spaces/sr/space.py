@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 
 from .._architecture import Architecture
-from .._base import PROFILED_DEVICES, ConfigOption, MetricInfo
-from .._elastic import ElasticSpace
+from .._base import ConfigOption, MetricInfo
+from .._elastic import ElasticSpace, grid
 from .._errors import InvalidConfigError
 from .._registry import register_space
 from .model import SCALES, SRConfig, macs, param_count
@@ -28,18 +28,14 @@ __all__ = ["SRAdaptiveSpace", "random_subnet", "smallest_subnet"]
 _TRAIN_ALIGN = 4  # parents train on the finest grid, so every alignment's subnets are trained
 
 
-def _grid(lo: int, hi: int, align: int) -> tuple[int, ...]:
-    return tuple(range(-(-lo // align) * align, hi + 1, align))
-
-
 def random_subnet(parent: SRConfig, rng: random.Random) -> SRConfig:
-    widths = _grid(parent.width // 2, parent.width, _TRAIN_ALIGN)
-    return SRConfig(rng.choice(widths), tuple(rng.choice((0,) + _grid(_TRAIN_ALIGN, b, _TRAIN_ALIGN))
+    widths = grid(parent.width // 2, parent.width, _TRAIN_ALIGN)
+    return SRConfig(rng.choice(widths), tuple(rng.choice((0,) + grid(_TRAIN_ALIGN, b, _TRAIN_ALIGN))
                                               for b in parent.blocks), parent.scales)
 
 
 def smallest_subnet(parent: SRConfig) -> SRConfig:
-    return SRConfig(_grid(parent.width // 2, parent.width, _TRAIN_ALIGN)[0], (0,) * len(parent.blocks), parent.scales)
+    return SRConfig(grid(parent.width // 2, parent.width, _TRAIN_ALIGN)[0], (0,) * len(parent.blocks), parent.scales)
 
 
 @register_space
@@ -65,9 +61,9 @@ class SRAdaptiveSpace(ElasticSpace):
 
     def build_choices(self) -> dict[str, tuple[int, ...]]:
         p, a = self.parent_config, self.config["align"]
-        out = {"width": _grid(p.width // 2, p.width, a)}
+        out = {"width": grid(p.width // 2, p.width, a)}
         for i, b in enumerate(p.blocks, 1):
-            out[f"b{i}.width"] = (0,) + _grid(a, b, a)
+            out[f"b{i}.width"] = (0,) + grid(a, b, a)
         return out
 
     def describe_choice(self, key: str) -> str:
@@ -88,11 +84,7 @@ class SRAdaptiveSpace(ElasticSpace):
             "ssim": MetricInfo("ssim", "", "maximize", (), f"SSIM (luma) at x{s} on five held-out photos"),
             "psnr_bicubic": MetricInfo("psnr_bicubic", "dB", "maximize", (), "PSNR of bicubic upsampling (reference)"),
             "ssim_bicubic": MetricInfo("ssim_bicubic", "", "maximize", (), "SSIM of bicubic upsampling (reference)"),
-            "params": MetricInfo("params", "count", "minimize", (), "parameters of the dense subnet"),
-            "mmacs": MetricInfo("mmacs", "M", "minimize", (),
-                                f"multiply-accumulates for one {self.config['image_size']}px input, millions"),
-            "latency_ms": MetricInfo("latency_ms", "ms", "minimize", PROFILED_DEVICES,
-                                     "latency of the dense subnet, profiled on this machine during the job"),
+            **self.size_metrics(),
         }
 
     def subnet(self, arch: Architecture) -> SRConfig:

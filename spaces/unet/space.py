@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 
 from .._architecture import Architecture
-from .._base import PROFILED_DEVICES, ConfigOption, MetricInfo, Suggest
-from .._elastic import ElasticSpace
+from .._base import ConfigOption, MetricInfo, Suggest
+from .._elastic import ElasticSpace, grid
 from .._errors import InvalidArchitectureError, InvalidConfigError
 from .._registry import register_space
 from .._slicing import GROUP_CHANNELS
@@ -33,7 +33,7 @@ BASELINES = ("bk-base", "bk-small")
 
 
 def _widths(w: int) -> tuple[int, ...]:
-    return tuple(range(-(-(w // 2) // GROUP_CHANNELS) * GROUP_CHANNELS, w + 1, GROUP_CHANNELS))
+    return grid(w // 2, w, GROUP_CHANNELS)
 
 
 def _stages(cfg: UNetConfig) -> list[str]:
@@ -148,11 +148,7 @@ class UNetBlocksSpace(ElasticSpace):
                                      "(x_t, t) pairs of held-out digits (LAPTOP-Diff's output loss)"),
             "denoise_loss": MetricInfo("denoise_loss", "", "minimize", (),
                                        "DDPM loss (squared error to the true noise) on the same pairs"),
-            "params": MetricInfo("params", "count", "minimize", (), "parameters of the dense subnet"),
-            "mmacs": MetricInfo("mmacs", "M", "minimize", (),
-                                f"multiply-accumulates per {self.config['image_size']}px image, millions"),
-            "latency_ms": MetricInfo("latency_ms", "ms", "minimize", PROFILED_DEVICES,
-                                     "latency of the dense subnet, profiled on this machine during the job"),
+            **self.size_metrics(),
         }
 
     def subnet(self, arch: Architecture) -> UNetConfig:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 
 from .._architecture import Architecture
-from .._base import PROFILED_DEVICES, ConfigOption, MetricInfo
+from .._base import ConfigOption, MetricInfo
 from .._elastic import ElasticSpace, aligned
 from .._errors import InvalidArchitectureError, InvalidConfigError
 from .._registry import register_space
@@ -96,10 +96,7 @@ class ViTElasticSpace(ElasticSpace):
                                "top-1 of the inherited-weight subnet on the 599 held-out digits"),
             "loss": MetricInfo("loss", "nats", "minimize", (),
                                "cross-entropy on the held-out digits: finer-grained than top-1 (599 images)"),
-            "params": MetricInfo("params", "count", "minimize", (), "parameters of the dense subnet"),
-            "mmacs": MetricInfo("mmacs", "M", "minimize", (), "multiply-accumulates per image, millions"),
-            "latency_ms": MetricInfo("latency_ms", "ms", "minimize", PROFILED_DEVICES,
-                                     "latency of the dense subnet, profiled on this machine during the job"),
+            **self.size_metrics(),
         }
 
     # -- architectures ---------------------------------------------------------------
