@@ -208,6 +208,27 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_parent(args: argparse.Namespace) -> int:
+    from spaces import SpacesError, import_parent
+
+    if not (args.name and args.space and args.source and args.format):
+        return _fail("parents import: give NAME --space SPACE --from PATH --format FORMAT, e.g. "
+                     "nas parents import deit-digits --space vit-elastic --from vit.pth --format timm --option num_heads=3")
+    options: dict[str, Any] = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            return _fail(f"--option: got {item!r}; valid: KEY=VALUE, e.g. num_heads=3")
+        options[key] = int(value) if value.lstrip("-").isdigit() else value
+    try:
+        p = import_parent(args.space, args.name, args.source, format=args.format, overwrite=args.overwrite, **options)
+    except (SpacesError, TypeError) as e:
+        return _fail(str(e))
+    print(f"{p.name}: imported into {args.space} from {args.source} ({args.format}): {p.path} digest {p.digest}; "
+          f"search it with parent={p.name}")
+    return 0
+
+
 def cmd_parents(args: argparse.Namespace) -> int:
     """Train (once; cached on disk) or list the parents whose weights subnets inherit."""
     import time
@@ -215,6 +236,8 @@ def cmd_parents(args: argparse.Namespace) -> int:
     from spaces import SpacesError
     from spaces._parents import checkpoint_path, get_parent, list_parents, load_parent
 
+    if args.action == "import":
+        return _import_parent(args)
     if args.action == "list":
         for name in list_parents():
             spec = get_parent(name)
@@ -526,9 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
     s.set_defaults(func=cmd_proxies)
 
-    s = sub.add_parser("parents", help="train (once; cached) or list the parents subnets inherit weights from")
-    s.add_argument("action", choices=["train", "list"])
+    s = sub.add_parser("parents", help="train (once; cached), import or list the parents subnets inherit weights from")
+    s.add_argument("action", choices=["train", "list", "import"])
     s.add_argument("name", nargs="?", help="parent name, e.g. vit-small")
+    s.add_argument("--space", help="import: the space the parent is for (vit-elastic, unet-blocks)")
+    s.add_argument("--from", dest="source", help="import: the checkpoint file or directory")
+    s.add_argument("--format", help="import: the checkpoint's format (timm for vit-elastic, diffusers for unet-blocks)")
+    s.add_argument("--option", action="append", metavar="KEY=VALUE", help="import: an importer option, e.g. num_heads=3")
+    s.add_argument("--overwrite", action="store_true", help="import: replace an imported parent of the same name")
     s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     s.add_argument("--force", action="store_true", help="retrain even when a checkpoint exists")
     s.set_defaults(func=cmd_parents)

@@ -10,6 +10,7 @@ from ._base import (PROFILED_DEVICES, Choice, ConfigOption, MetricInfo, SearchSp
                     metric_key)
 from ._data import ENV_VAR as DATA_ENV_VAR, data_dir, data_file
 from ._errors import (
+    CheckpointError,
     DataNotFoundError,
     ExportError,
     LoadError,
@@ -20,7 +21,8 @@ from ._errors import (
     UnknownSpaceError,
 )
 from ._export import export_architecture, load_architecture
-from ._parents import ParentNotTrainedError, TrainedParent, UnknownParentError, list_parents, load_parent
+from ._parents import (ParentNotTrainedError, TrainedParent, UnknownParentError, import_parent, list_parents,
+                       load_parent)
 from ._registry import get_space, list_spaces, register_space, space_class
 from ._suggest import RandomSuggest
 
@@ -28,6 +30,6 @@ __all__ = [
     "Architecture", "canonical_json", "Choice", "ConfigOption", "MetricInfo", "SearchSpace", "Suggest",
     "TabularSpace", "metric_key", "PROFILED_DEVICES", "is_profiled", "DATA_ENV_VAR", "data_dir", "data_file", "DataNotFoundError",
     "InvalidArchitectureError", "InvalidConfigError", "SpacesError", "UnknownMetricError", "UnknownSpaceError",
-    "ExportError", "LoadError", "export_architecture", "load_architecture", "ParentNotTrainedError", "TrainedParent",
+    "ExportError", "LoadError", "CheckpointError", "import_parent", "export_architecture", "load_architecture", "ParentNotTrainedError", "TrainedParent",
     "UnknownParentError", "list_parents", "load_parent", "get_space", "list_spaces", "register_space", "space_class", "RandomSuggest",
 ]

@@ -28,6 +28,7 @@ import numpy as np
 from ._architecture import Architecture
 from ._base import PROFILED_DEVICES, Choice, ConfigOption, MetricInfo, SearchSpace, Suggest
 from ._errors import InvalidArchitectureError, InvalidConfigError
+from ._parents import imported_parents
 
 __all__ = ["ElasticSpace", "aligned", "grid"]
 
@@ -44,6 +45,8 @@ def grid(lo: int, hi: int, align: int) -> tuple[int, ...]:
 
 class ElasticSpace(SearchSpace):
     parents: ClassVar[tuple[str, ...]]
+    # checkpoint format -> "module:function" converting a foreign checkpoint into (config, parent module)
+    importers: ClassVar[dict[str, str]] = {}
     descriptions: ClassVar[dict[str, str]] = {}  # by the choice's suffix after the last "."
 
     @classmethod
@@ -53,8 +56,9 @@ class ElasticSpace(SearchSpace):
     @classmethod
     def config_options(cls) -> dict[str, ConfigOption]:
         return {
-            "parent": ConfigOption("parent", cls.parents[0], cls.parents,
-                                   "the trained parent (`nas parents train NAME`; trained on first use)"),
+            "parent": ConfigOption("parent", cls.parents[0], cls.parents + tuple(imported_parents(cls.name)),
+                                   "the trained parent (`nas parents train NAME`; trained on first use), "
+                                   "or one imported with `nas parents import`"),
             "seed": ConfigOption("seed", 0, (), "the parent's training seed (an integer >= 0)"),
             **cls.extra_options(),
         }
@@ -207,6 +211,10 @@ class ElasticSpace(SearchSpace):
     @abc.abstractmethod
     def network_types(cls) -> tuple[type, type]: ...
 
+    def network_class(self) -> type:
+        """The class of this space's networks (a space whose parents differ in layout picks by its parent)."""
+        return self.network_types()[0]
+
     @classmethod
     def build_network(cls, network: Mapping[str, Any]):
         net_cls, cfg_cls = cls.network_types()
@@ -221,7 +229,7 @@ class ElasticSpace(SearchSpace):
         (``spaces._slicing``), in eval mode; its output equals ``run_subnet(parent, arch, ...)``."""
         from ._slicing import sliced_state_dict
 
-        net_cls = self.network_types()[0]
+        net_cls = self.network_class()
         parent = self.parent_module(parent, net_cls)
         if parent.config != self.parent_config:  # a parent of another size would slice silently
             raise InvalidArchitectureError(f"{self.name}: the parent does not fit {self.config['parent']!r}: it is "

@@ -11,6 +11,7 @@ __all__ = [
     "UnknownMetricError",
     "ExportError",
     "LoadError",
+    "CheckpointError",
 ]
 
 
@@ -67,3 +68,8 @@ class ExportError(SpacesError, ValueError):
 class LoadError(SpacesError, ValueError):
     """``load_architecture`` could not build the model: a missing file, weights that are
     missing or do not match the network, a URL that does not answer."""
+
+
+class CheckpointError(SpacesError, ValueError):
+    """A checkpoint to import as a parent that cannot be read, or whose tensors do not match
+    the network it describes (the message names the tensor, its shape and the expected one)."""

@@ -7,16 +7,23 @@ parent is identified by its name, its seed and the digest of its checkpoint file
 records the digest, and an export refuses a parent whose digest differs from the one the
 job's metrics were measured with.
 
+A parent can also be imported from a foreign checkpoint (a timm ViT, a diffusers U-Net):
+``import_parent`` converts it with the space's importer and writes the checkpoint (seed 0)
+beside a manifest (``imported/NAME.json``: space, network, config, source), which every
+process on the machine reads to know the parent; an imported parent is never retrained.
+
 The one registry of parents: ``register_parent``, ``get_parent``, ``list_parents``,
-``load_parent``.
+``load_parent``, ``import_parent``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import pickle
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +37,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ParentSpec", "TrainedParent", "register_parent", "register_family", "get_parent", "list_parents", "load_parent",
-           "parents_dir", "weights_digest", "UnknownParentError", "ParentNotTrainedError"]
+           "import_parent", "imported_parents", "parents_dir", "weights_digest", "UnknownParentError",
+           "ParentNotTrainedError"]
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)
 
@@ -122,15 +130,104 @@ def _load_builtins() -> None:
 
 def list_parents() -> list[str]:
     _load_builtins()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(imported_parents()))
 
 
 def get_parent(name: str) -> ParentSpec:
     _load_builtins()
+    if name not in _REGISTRY and _manifest_path(name).is_file():
+        _register_imported(name)
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownParentError(name, sorted(_REGISTRY)) from None
+        raise UnknownParentError(name, list_parents()) from None
+
+
+# -- imported parents ---------------------------------------------------------------------
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def _manifest_path(name: str) -> Path:
+    return parents_dir() / "imported" / f"{name}.json"
+
+
+def imported_parents(space: str | None = None) -> list[str]:
+    """Names of the imported parents on this machine (of ``space`` only, if given)."""
+    folder = parents_dir() / "imported"
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            if space is None or json.loads(path.read_text())["space"] == space:
+                out.append(path.stem)
+        except (OSError, ValueError, KeyError):
+            continue  # a manifest being written or damaged: not a parent
+    return out
+
+
+def _register_imported(name: str) -> None:
+    m = json.loads(_manifest_path(name).read_text())
+    cfg = _import(m["config_type"]).from_dict(m["config"])
+    _REGISTRY[name] = ParentSpec(name, m["space"], f"imported from {m['format']} ({m['source']})",
+                                 partial(_build_family, m["network"], cfg), partial(_not_trainable, name),
+                                 {"config": cfg, "imported": m})
+
+
+def _not_trainable(name: str, module: Any, seed: int, progress: Progress | None) -> dict[str, float]:
+    raise ParentNotTrainedError(f"parent {name!r} was imported, not trained: only seed 0 exists, and its checkpoint "
+                                f"{checkpoint_path(name, 0)} must be on disk; import it again with "
+                                f"spaces.import_parent or `nas parents import`")
+
+
+def import_parent(space: str, name: str, source: Any, *, format: str, overwrite: bool = False,
+                  **options: Any) -> TrainedParent:
+    """Convert ``source`` (a foreign checkpoint: see the space's ``importers``) into a parent
+    of ``space`` named ``name``, store it (seed 0) and return it loaded.
+
+    ``format`` names the importer (``"timm"`` for ``vit-elastic``, ``"diffusers"`` for
+    ``unet-blocks``); ``options`` go to it. Nothing is written unless the conversion
+    succeeds; an existing imported parent of that name is replaced only with ``overwrite``.
+    """
+    import torch
+
+    from ._errors import InvalidConfigError
+    from ._registry import _INSTANCES, space_class
+
+    cls = space_class(space)
+    importers = getattr(cls, "importers", {})
+    if format not in importers:
+        raise InvalidConfigError("format", format, ", ".join(importers) or f"none: {space} imports no checkpoints")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidConfigError("name", name, "lower-case letters, digits, '.', '_' and '-', starting with a "
+                                 "letter or digit, at most 64 characters")
+    _load_builtins()
+    if name in _REGISTRY and "imported" not in _REGISTRY[name].extra:
+        raise InvalidConfigError("name", name, f"a name other than the built-in parents ({', '.join(sorted(_REGISTRY))})")
+    if _manifest_path(name).exists() and not overwrite:
+        raise InvalidConfigError("name", name, "a new name, or overwrite=True (--overwrite) to replace the imported "
+                                 "parent of this name")
+    config, module = _import(importers[format])(source, **options)
+    state = module.state_dict()
+    manifest = {"space": space, "format": format, "options": {k: repr(v) for k, v in options.items()},
+                "source": str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
+                "network": f"{type(module).__module__}:{type(module).__qualname__}",
+                "config_type": f"{type(config).__module__}:{type(config).__qualname__}",
+                "config": config.to_dict(), "digest": weights_digest(state)}
+    path = checkpoint_path(name, 0)
+    _manifest_path(name).parent.mkdir(parents=True, exist_ok=True)
+    # checkpoint first, manifest last, each by rename: a reader never sees a manifest without its weights
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"name": name, "seed": 0, "state_dict": state, "metrics": {}, "torch": str(torch.__version__)}, tmp)
+    os.replace(tmp, path)
+    tmp = _manifest_path(name).with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, _manifest_path(name))
+    _REGISTRY.pop(name, None)
+    _LOADED.pop((str(path), 0), None)
+    for key in [k for k in _INSTANCES if k[0] == space]:  # spaces built over the old parent
+        del _INSTANCES[key]
+    return load_parent(name, 0, train=False)
 
 
 def parents_dir() -> Path:

@@ -36,17 +36,39 @@ def _widths(w: int) -> tuple[int, ...]:
     return grid(w // 2, w, GROUP_CHANNELS)
 
 
-def _stages(cfg: UNetConfig) -> list[str]:
+def _diffusers(cfg: Any) -> bool:
+    return getattr(cfg, "layout", "") == "diffusers"
+
+
+def _units(cfg: Any) -> list[str]:
+    """The blocks that are choices: all of them in the project's U-Net; in an imported
+    diffusers U-Net those that can become the identity (``spaces.unet.diffusers``)."""
+    if _diffusers(cfg):
+        from .diffusers import removable_units
+
+        return removable_units(cfg)
+    return units(cfg)
+
+
+def _stage_resnets(cfg: Any) -> dict[str, list[str]]:
+    """The ResNet blocks of each down and up stage that are choices."""
+    if _diffusers(cfg):
+        from .diffusers import stage_resnets
+
+        choice = set(_units(cfg))
+        return {st: [u for u in us if u in choice] for st, us in stage_resnets(cfg).items()
+                if all(u in choice for u in us)}  # a stage with a fixed ResNet block cannot be emptied
     n = len(cfg.widths)
-    return [f"d{s}" for s in range(1, n + 1)] + [f"u{s}" for s in range(n, 0, -1)]
+    return {st: [f"{st}.r{j}" for j in range(cfg.layers)]
+            for st in [f"d{s}" for s in range(1, n + 1)] + [f"u{s}" for s in range(n, 0, -1)]}
 
 
-def _repair(cfg: UNetConfig, removed: set[str]) -> tuple[str, ...]:
+def _repair(cfg: Any, removed: set[str]) -> tuple[str, ...]:
     """Keep the first ResNet block of any stage that would have none left."""
-    for st in _stages(cfg):
-        if all(f"{st}.r{j}" in removed for j in range(cfg.layers)):
-            removed.discard(f"{st}.r0")
-    return tuple(u for u in units(cfg) if u in removed)
+    for keys in _stage_resnets(cfg).values():
+        if all(k in removed for k in keys):
+            removed.discard(keys[0])
+    return tuple(u for u in _units(cfg) if u in removed)
 
 
 def random_subnet(parent: UNetConfig, rng: random.Random) -> UNetConfig:
@@ -65,6 +87,7 @@ class UNetBlocksSpace(ElasticSpace):
     name = "unet-blocks"
     version = "1"
     parents = ("unet-small", "unet-tiny")
+    importers = {"diffusers": "spaces.unet.diffusers:convert"}
 
     @classmethod
     def extra_options(cls) -> dict[str, ConfigOption]:
@@ -73,7 +96,10 @@ class UNetBlocksSpace(ElasticSpace):
                                   "quality is measured at the parent's 16x16")}
 
     def __init__(self, **config: Any) -> None:
+        given = "image_size" in config
         super().__init__(**config)
+        if not given:  # an imported parent's default is the size it was trained at
+            self.config = {**self.config, "image_size": self.parent_config.image_size}
         side, n = self.config["image_size"], len(self.parent_config.widths)
         step = 2 ** (n - 1)
         if not isinstance(side, int) or isinstance(side, bool) or not 8 <= side <= 256 or side % step:
@@ -82,8 +108,10 @@ class UNetBlocksSpace(ElasticSpace):
 
     def build_choices(self) -> dict[str, tuple[int, ...]]:
         p = self.parent_config
-        out: dict[str, tuple[int, ...]] = {f"s{s}.width": _widths(w) for s, w in enumerate(p.widths, 1)}
-        out.update({u: (0, 1) for u in units(p)})
+        out: dict[str, tuple[int, ...]] = {}
+        if not _diffusers(p):  # a diffusers U-Net's skips concatenate: its widths are fixed
+            out.update({f"s{s}.width": _widths(w) for s, w in enumerate(p.widths, 1)})
+        out.update({u: (0, 1) for u in _units(p)})
         return out
 
     def describe_choice(self, key: str) -> str:
@@ -99,9 +127,7 @@ class UNetBlocksSpace(ElasticSpace):
         return ""
 
     def check(self, params: Mapping[str, Any]) -> None:
-        p = self.parent_config
-        for st in _stages(p):
-            keys = [f"{st}.r{j}" for j in range(p.layers)]
+        for st, keys in _stage_resnets(self.parent_config).items():
             if all(params.get(k) == 0 for k in keys):
                 raise InvalidArchitectureError(
                     f"{self.name}: every ResNet block of stage {st} is removed ({', '.join(keys)} are 0); "
@@ -109,26 +135,26 @@ class UNetBlocksSpace(ElasticSpace):
 
     def repair(self, params: dict[str, Any]) -> dict[str, Any]:
         p = self.parent_config
-        removed = _repair(p, {u for u in units(p) if params.get(u) == 0})
-        return {**params, **{u: (0 if u in removed else 1) for u in units(p)}}
+        removed = _repair(p, {u for u in _units(p) if params.get(u) == 0})
+        return {**params, **{u: (0 if u in removed else 1) for u in _units(p)}}
 
     def sample(self, suggest: Suggest) -> Architecture:
         """Define-by-run: a stage's last ResNet block is not asked for when the stage's other
         ResNet blocks are removed (it must stay), so an Optuna trial's parameters are always
         the network's."""
-        p = self.parent_config
+        last = {keys[-1]: keys[:-1] for keys in _stage_resnets(self.parent_config).values()}
         params: dict[str, Any] = {}
         for k, values in self._choices.items():
-            stage, _, kind = k.partition(".")
-            if stage[0] in "du" and kind == f"r{p.layers - 1}" and \
-                    all(params[f"{stage}.r{j}"] == 0 for j in range(p.layers - 1)):
+            if k in last and all(params[o] == 0 for o in last[k]):
                 params[k] = 1
             else:
                 params[k] = suggest.suggest_categorical(k, values)
         return self._arch(params)
 
     def baseline(self, name: str) -> Architecture:
-        """A BK-SDM removal (``bk-base``, ``bk-small``) at full width."""
+        """A BK-SDM removal (``bk-base``, ``bk-small``) at full width: the second ResNet and
+        attention pair of every stage (of the down path's two and, in a diffusers U-Net, of
+        the up path's three), and for ``bk-small`` the middle blocks."""
         p = self.parent_config
         if name not in BASELINES:
             raise InvalidArchitectureError(f"{self.name}: unknown baseline {name!r}; valid: {', '.join(BASELINES)}")
@@ -136,7 +162,7 @@ class UNetBlocksSpace(ElasticSpace):
             raise InvalidArchitectureError(f"{self.name}: {name} removes a block pair per stage; parent "
                                            f"{self.config['parent']!r} has one ResNet block per stage")
         params = {k: v[-1] for k, v in self._choices.items()}
-        for u in units(p):
+        for u in _units(p):
             if (u[0] in "du" and u.endswith(str(p.layers - 1))) or (name == "bk-small" and u.startswith("mid")):
                 params[u] = 0
         return self.from_params(params)
@@ -154,19 +180,29 @@ class UNetBlocksSpace(ElasticSpace):
     def subnet(self, arch: Architecture) -> UNetConfig:
         self.validate(arch)
         p, a = self.parent_config, arch.params
-        return p.with_(widths=tuple(a[f"s{s}.width"] for s in range(1, len(p.widths) + 1)),
-                       removed=tuple(u for u in units(p) if a[u] == 0), image_size=self.config["image_size"])
+        return p.with_(widths=tuple(a.get(f"s{s}.width", w) for s, w in enumerate(p.widths, 1)),
+                       removed=tuple(u for u in _units(p) if a[u] == 0), image_size=self.config["image_size"])
 
-    def count_params(self, subnet: UNetConfig) -> int:
+    def count_params(self, subnet: Any) -> int:
+        if _diffusers(subnet):
+            from .diffusers import diffusers_param_count
+
+            return diffusers_param_count(subnet)
         return param_count(subnet)
 
-    def count_macs(self, subnet: UNetConfig) -> int:
+    def count_macs(self, subnet: Any) -> int:
+        if _diffusers(subnet):
+            from .diffusers import diffusers_macs
+
+            return diffusers_macs(subnet)
         return macs(subnet)
 
     def graph(self, arch: Architecture):
         import networkx as nx
 
         cfg = self.subnet(arch)
+        if _diffusers(cfg):
+            return self._diffusers_graph(arch, cfg)
         n, ws = len(cfg.widths), cfg.widths
         g = nx.DiGraph(space=self.name, arch_id=arch.arch_id)
         prev = "input"
@@ -204,6 +240,26 @@ class UNetBlocksSpace(ElasticSpace):
         add("conv_out", "groupnorm_silu_conv3x3", cfg.channels)
         return g
 
+    def _diffusers_graph(self, arch: Architecture, cfg: Any):
+        """An imported diffusers U-Net: its kept blocks in forward order, skips as edges."""
+        import networkx as nx
+
+        from .diffusers import diffusers_units
+
+        g = nx.DiGraph(space=self.name, arch_id=arch.arch_id)
+        g.add_node("input", op="input", channels=cfg.channels)
+        chain = ["input", "conv_in"]
+        g.add_node("conv_in", op="conv3x3", channels=cfg.widths[0])
+        for u in diffusers_units(cfg):
+            if cfg.keeps(u):
+                g.add_node(u, op="attention" if ".a" in u else "resnet",
+                           channels=cfg.widths[-1 if u.startswith("mid") else int(u[1:u.index(".")]) - 1])
+                chain.append(u)
+        chain.append("conv_out")
+        g.add_node("conv_out", op="groupnorm_silu_conv3x3", channels=cfg.out_channels)
+        nx.add_path(g, chain)
+        return g
+
     # -- the network -----------------------------------------------------------------
     @classmethod
     def network_types(cls):
@@ -211,11 +267,29 @@ class UNetBlocksSpace(ElasticSpace):
 
         return UNet, UNetConfig
 
-    def run_subnet(self, parent: Any, arch: Architecture, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The parent computing as ``arch`` (weights sliced on the fly)."""
+    @classmethod
+    def build_network(cls, network: Mapping[str, Any]):
+        if network.get("layout") != "diffusers":
+            return super().build_network(network)
+        from .diffusers import DiffusersUNet, DiffusersUNetConfig
+
+        try:
+            return DiffusersUNet(DiffusersUNetConfig.from_dict(dict(network)))
+        except (TypeError, KeyError, ValueError) as e:
+            raise InvalidArchitectureError(f"{cls.name}: not a network config ({type(e).__name__}: {e})") from None
+
+    def network_class(self) -> type:
+        if _diffusers(self.parent_config):
+            from .diffusers import DiffusersUNet
+
+            return DiffusersUNet
         from .model import UNet
 
-        return self.parent_module(parent, UNet).run(x, t, self.subnet(arch))
+        return UNet
+
+    def run_subnet(self, parent: Any, arch: Architecture, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The parent computing as ``arch`` (weights sliced on the fly)."""
+        return self.parent_module(parent, self.network_class()).run(x, t, self.subnet(arch))
 
     def example_inputs(self, arch: Architecture, batch: int = 1) -> tuple[torch.Tensor, ...]:
         import torch
@@ -230,9 +304,10 @@ class UNetBlocksSpace(ElasticSpace):
         if "output_mse" in keys or "denoise_loss" in keys:
             import torch
 
-            from .train import eval_triples
-
-            xt, t, eps = eval_triples(self.parent_config.image_size)
+            xt, t, eps = self._triples()
+            if "denoise_loss" in keys and self.parent_config.channels != getattr(self.parent_config, "out_channels", 1):
+                raise InvalidArchitectureError(f"{self.name}: denoise_loss needs a parent that predicts the noise "
+                                               f"(as many output channels as input channels); use output_mse")
             with torch.no_grad():
                 pred = self.materialize(arch)(xt, t)
                 if "output_mse" in keys:
@@ -244,12 +319,18 @@ class UNetBlocksSpace(ElasticSpace):
     def _parent_prediction(self):
         import torch
 
-        from .train import eval_triples
-
         p = self.parent()
         key = f"parent_prediction:{p.digest}"
         if key not in self._cache.data:
-            xt, t, _ = eval_triples(self.parent_config.image_size)
+            xt, t, _ = self._triples()
             with torch.no_grad():
                 self._cache.data[key] = p.module(xt, t)
         return self._cache.data[key]
+
+    def _triples(self):
+        """The fixed ``(x_t, t, eps)`` at the parent's size, repeated over its channels."""
+        from .train import eval_triples
+
+        xt, t, eps = eval_triples(self.parent_config.image_size)
+        c = self.parent_config.channels
+        return (xt.repeat(1, c, 1, 1), t, eps.repeat(1, c, 1, 1)) if c > 1 else (xt, t, eps)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["StageConfig", "ViTConfig", "ViT", "SuperViT", "param_count", "macs"]
+__all__ = ["StageConfig", "ViTConfig", "ViT", "SuperViT", "network_class", "build_parent", "param_count", "macs"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,13 @@ class ViTConfig:
     in_channels: int = 1
     num_classes: int = 10
     image_size: int = 8
+    # "efv2": the network above; "plain": timm's VisionTransformer (``spaces.vit.plain``), one
+    # stage whose every block holds attention, for parents imported from timm state dicts
+    layout: str = "efv2"
+    patch_size: int = 1  # plain only, like the three below
+    class_token: bool = False
+    pool: str = "avg"  # "token" (the class token after ``norm``) or "avg" (mean of patches, ``fc_norm``)
+    layer_scale: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "stages": [asdict(s) for s in self.stages]}
@@ -110,6 +117,8 @@ class ViT(nn.Module):
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
+        if config.layout != "efv2":
+            raise ValueError(f"ViT takes layout 'efv2'; {config.layout!r} is built by network_class()")
         self.config = config
         s0 = config.stages[0]
         self.stem = _conv_bn(config.in_channels, s0.width, 1)
@@ -255,8 +264,25 @@ def _copy_ffn(dst: _FFN, src: _FFN) -> None:
         _copy_bn(getattr(dst, name), getattr(src, name))
 
 
+def network_class(config: ViTConfig, *, parent: bool = False) -> type:
+    """The class of the dense network (or, with ``parent``, the weight-sharing one) of ``config``."""
+    if config.layout == "plain":
+        from .plain import PlainViT, SuperPlainViT
+
+        return SuperPlainViT if parent else PlainViT
+    return SuperViT if parent else ViT
+
+
+def build_parent(config: ViTConfig) -> nn.Module:
+    return network_class(config, parent=True)(config)
+
+
 def param_count(config: ViTConfig) -> int:
     """Parameters of the dense network, computed from the config (no module built)."""
+    if config.layout == "plain":
+        from .plain import plain_param_count
+
+        return plain_param_count(config)
     n = 9 * config.in_channels * config.stages[0].width + 2 * config.stages[0].width
     prev = config.stages[0].width
     for i, s in enumerate(config.stages):
@@ -273,6 +299,10 @@ def param_count(config: ViTConfig) -> int:
 
 def macs(config: ViTConfig) -> int:
     """Multiply-accumulates of one image's forward pass (convs, linears and attention)."""
+    if config.layout == "plain":
+        from .plain import plain_macs
+
+        return plain_macs(config)
     side = config.image_size
     hw = side * side
     total = 9 * config.in_channels * config.stages[0].width * hw
