@@ -74,7 +74,7 @@ def check_state_dict(net: torch.nn.Module, sd: Mapping[str, torch.Tensor], what:
         if tuple(sd[k].shape) != tuple(t.shape):
             raise CheckpointError(f"{what}: {k!r} has shape {tuple(sd[k].shape)}; the network needs {tuple(t.shape)}")
         v = sd[k]
-        if not torch.isfinite(v.float()).all() if v.is_floating_point() else False:
+        if v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"{what}: {k!r} holds NaN or infinite values")
         out[k] = v.to(t.dtype)
     return out

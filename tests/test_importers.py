@@ -141,6 +141,9 @@ def test_timm_import_bad_input(cache):
     bad = {k: v for k, v in sd.items() if k != "blocks.2.norm2.bias"}
     with pytest.raises(CheckpointError, match="missing 1 tensor.*blocks.2.norm2.bias"):
         spaces.import_parent("vit-elastic", "t", bad, format="timm", num_heads=4)
+    bad = {**sd, "blocks.0.attn.proj.bias": torch.full_like(sd["blocks.0.attn.proj.bias"], float("nan"))}
+    with pytest.raises(CheckpointError, match="'blocks.0.attn.proj.bias' holds NaN"):
+        spaces.import_parent("vit-elastic", "t", bad, format="timm", num_heads=4)
     with pytest.raises(CheckpointError, match="not a timm VisionTransformer"):
         spaces.import_parent("vit-elastic", "t", {"conv.weight": torch.zeros(1)}, format="timm", num_heads=4)
     with pytest.raises(CheckpointError, match="is not a file"):
