@@ -222,7 +222,7 @@ def _import_parent(args: argparse.Namespace) -> int:
         options[key] = int(value) if value.lstrip("-").isdigit() else value
     try:
         p = import_parent(args.space, args.name, args.source, format=args.format, overwrite=args.overwrite, **options)
-    except (SpacesError, TypeError) as e:
+    except SpacesError as e:
         return _fail(str(e))
     print(f"{p.name}: imported into {args.space} from {args.source} ({args.format}): {p.path} digest {p.digest}; "
           f"search it with parent={p.name}")

@@ -100,7 +100,24 @@ class Problem:
         problem = Problem(tuple(objectives), tuple(constraints))
         if isinstance(space, TabularSpace) and constraints:
             problem._check_feasible(space)
+        elif constraints and getattr(space, "static_metrics", ()):
+            problem._check_static_range(space)
         return problem
+
+    def _check_static_range(self, space: SearchSpace) -> None:
+        """Sizes the space computes without measuring (parameters, kept ratio) grow from its
+        smallest to its largest architecture: refuse a range outside that span."""
+        static = set(space.static_metrics)  # type: ignore[attr-defined]
+        checked = [(i, c) for i, c in enumerate(self.constraints) if c.key in static]
+        if not checked:
+            return
+        lo = space.evaluate(space.smallest(), [c.key for _, c in checked])  # type: ignore[attr-defined]
+        hi = space.evaluate(space.largest(), [c.key for _, c in checked])  # type: ignore[attr-defined]
+        for i, c in checked:
+            if (c.max is not None and c.max < lo[c.key]) or (c.min is not None and c.min > hi[c.key]):
+                raise SpecError(f"constraints[{i}]", c.describe(), f"{c.key} ranges from {lo[c.key]:.6g} (smallest "
+                                f"architecture) to {hi[c.key]:.6g} (largest) in this space",
+                                reason="no architecture can meet it")
 
     def _check_feasible(self, space: TabularSpace) -> None:
         """A tabular space knows every value: refuse constraints no architecture meets."""

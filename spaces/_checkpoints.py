@@ -14,7 +14,7 @@ from ._errors import CheckpointError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["read_state_dict", "check_state_dict", "read_config_json"]
+__all__ = ["read_state_dict", "check_state_dict", "read_config_json", "read_pretrained"]
 
 
 def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
@@ -86,3 +86,36 @@ def read_config_json(directory: Path, what: str) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{what}: {str(path)!r} cannot be read ({type(e).__name__}: {e})") from None
+
+
+def read_pretrained(source: Any, what: str, expected: str, weights: tuple[str, ...]) -> tuple[dict[str, Any], dict]:
+    """``(config, state dict)`` of a Hugging Face-style model object (with ``.config``) or of
+    the directory its ``save_pretrained`` wrote: ``config.json`` and the first of the
+    ``weights`` files present (a ``*.index.json`` names the shards)."""
+    import torch
+
+    if isinstance(source, torch.nn.Module) and hasattr(source, "config"):
+        cfg = source.config
+        return (cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)), read_state_dict(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise CheckpointError(f"{what}: expected a {expected} or its save_pretrained directory, got {type(source).__name__}")
+    folder = Path(source)
+    if not folder.is_dir():
+        raise CheckpointError(f"{what}: {str(folder)!r} is not a directory (give the folder save_pretrained wrote, "
+                              "with config.json)")
+    config = read_config_json(folder, what)
+    for name in weights:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return config, read_state_dict(path)
+        try:
+            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{what}: {str(path)!r} cannot be read ({type(e).__name__}: {e})") from None
+        sd: dict = {}
+        for shard in shards:
+            sd.update(read_state_dict(folder / shard))
+        return config, sd
+    raise CheckpointError(f"{what}: {str(folder)!r} has none of {', '.join(weights)}")

@@ -47,6 +47,8 @@ class ElasticSpace(SearchSpace):
     parents: ClassVar[tuple[str, ...]]
     # checkpoint format -> "module:function" converting a foreign checkpoint into (config, parent module)
     importers: ClassVar[dict[str, str]] = {}
+    # metrics computed from the architecture alone (no measurement): strategies screen constraints on them
+    static_metrics: ClassVar[tuple[str, ...]] = ("params", "mmacs")
     descriptions: ClassVar[dict[str, str]] = {}  # by the choice's suffix after the last "."
 
     @classmethod
@@ -78,8 +80,11 @@ class ElasticSpace(SearchSpace):
             raise InvalidConfigError("space.seed", seed, "an integer >= 0")
         from ._parents import get_parent
 
+        spec = get_parent(self.config["parent"])
+        if "imported" in spec.extra and seed != 0:
+            raise InvalidConfigError("space.seed", seed, f"0 (parent {spec.name!r} was imported, not trained per seed)")
         # the config of this space's parent network (checks, subnets and sampling read it per architecture)
-        self.parent_config: Any = get_parent(self.config["parent"]).extra["config"]
+        self.parent_config: Any = spec.extra["config"]
         self._choices = self.build_choices()
 
     @abc.abstractmethod

@@ -82,7 +82,7 @@ class TrainedParent:
 
 
 _REGISTRY: dict[str, ParentSpec] = {}
-_BUILTIN_MODULES = ("spaces.vit.parents", "spaces.sr.parents", "spaces.unet.parents")
+_BUILTIN_MODULES = ("spaces.vit.parents", "spaces.sr.parents", "spaces.unet.parents", "spaces.llm.parents")
 _LOADED: dict[tuple[str, int], TrainedParent] = {}  # by (checkpoint path, seed)
 
 
@@ -175,9 +175,9 @@ def _register_imported(name: str) -> None:
 
 
 def _not_trainable(name: str, module: Any, seed: int, progress: Progress | None) -> dict[str, float]:
-    raise ParentNotTrainedError(f"parent {name!r} was imported, not trained: only seed 0 exists, and its checkpoint "
-                                f"{checkpoint_path(name, 0)} must be on disk; import it again with "
-                                f"spaces.import_parent or `nas parents import`")
+    raise ParentNotTrainedError(f"parent {name!r} was imported, not trained: it exists for seed 0 only, from the "
+                                f"checkpoint {checkpoint_path(name, 0)}; if that file is gone, import it again with "
+                                f"`nas parents import {name} --overwrite ...` (or spaces.import_parent)")
 
 
 def import_parent(space: str, name: str, source: Any, *, format: str, overwrite: bool = False,
@@ -202,12 +202,21 @@ def import_parent(space: str, name: str, source: Any, *, format: str, overwrite:
         raise InvalidConfigError("name", name, "lower-case letters, digits, '.', '_' and '-', starting with a "
                                  "letter or digit, at most 64 characters")
     _load_builtins()
-    if name in _REGISTRY and "imported" not in _REGISTRY[name].extra:
-        raise InvalidConfigError("name", name, f"a name other than the built-in parents ({', '.join(sorted(_REGISTRY))})")
+    builtin = sorted(n for n, spec in _REGISTRY.items() if "imported" not in spec.extra)
+    if name in builtin:
+        raise InvalidConfigError("name", name, f"a name other than the built-in parents ({', '.join(builtin)})")
     if _manifest_path(name).exists() and not overwrite:
         raise InvalidConfigError("name", name, "a new name, or overwrite=True (--overwrite) to replace the imported "
                                  "parent of this name")
-    config, module = _import(importers[format])(source, **options)
+    convert = _import(importers[format])
+    import inspect
+
+    accepted = [n for n, prm in inspect.signature(convert).parameters.items() if prm.kind == prm.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise InvalidConfigError(f"option {unknown[0]}", options[unknown[0]],
+                                 f"options of the {format} importer: {', '.join(accepted) or '(none)'}")
+    config, module = convert(source, **options)
     state = module.state_dict()
     manifest = {"space": space, "format": format, "options": {k: repr(v) for k, v in options.items()},
                 "source": str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
@@ -225,8 +234,7 @@ def import_parent(space: str, name: str, source: Any, *, format: str, overwrite:
     os.replace(tmp, _manifest_path(name))
     _REGISTRY.pop(name, None)
     _LOADED.pop((str(path), 0), None)
-    for key in [k for k in _INSTANCES if k[0] == space]:  # spaces built over the old parent
-        del _INSTANCES[key]
+    _INSTANCES.clear()  # spaces built over the old parent (of this space or, before an overwrite, another)
     return load_parent(name, 0, train=False)
 
 
@@ -277,6 +285,8 @@ def load_parent(name: str, seed: int = 0, *, train: bool = True, progress: Progr
     if key in _LOADED and not force:
         return _LOADED[key]
     if not path.exists() or force:
+        if "imported" in spec.extra:
+            spec.train(None, seed, None)  # raises: an imported parent cannot be trained
         if not train:
             raise ParentNotTrainedError(
                 f"parent {name!r} (seed {seed}) is not trained on this machine ({path} is missing); "
@@ -303,8 +313,9 @@ def load_parent(name: str, seed: int = 0, *, train: bool = True, progress: Progr
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
         # another network's checkpoint (an older version of the space), or not a checkpoint
         detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-        raise SpacesError(f"checkpoint {path} does not match parent {name!r} ({detail}); retrain it with: "
-                          f"nas parents train {name} --seed {seed} --force") from None
+        fix = (f"import it again with `nas parents import {name} --overwrite ...`" if "imported" in spec.extra
+               else f"retrain it with: nas parents train {name} --seed {seed} --force")
+        raise SpacesError(f"checkpoint {path} does not match parent {name!r} ({detail}); {fix}") from None
     module.eval()
     parent = TrainedParent(name, seed, path, weights_digest(ckpt["state_dict"]), metrics, module)
     _LOADED[key] = parent

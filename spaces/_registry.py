@@ -12,7 +12,7 @@ __all__ = ["register_space", "get_space", "list_spaces", "space_class"]
 
 _REGISTRY: dict[str, type[SearchSpace]] = {}
 # built-in spaces are registered on first use, so `import spaces` stays cheap
-_BUILTIN_MODULES = ("spaces.nb201", "spaces.hwgpt", "spaces.vit", "spaces.sr", "spaces.unet")
+_BUILTIN_MODULES = ("spaces.nb201", "spaces.hwgpt", "spaces.vit", "spaces.sr", "spaces.unet", "spaces.llm")
 _loaded = False
 
 S = TypeVar("S", bound=type[SearchSpace])

@@ -61,26 +61,30 @@ class _TimmBlock(nn.Module):
 
 
 class _TimmViT(nn.Module):
-    def __init__(self, img=8, patch=2, cin=1, classes=10, dim=32, depth=3, heads=4, ratio=2, pool="token", ls=False):
+    def __init__(self, img=8, patch=2, cin=1, classes=10, dim=32, depth=3, heads=4, ratio=2, pool="token", ls=False,
+                 fc_norm=None):
         super().__init__()
-        self.pool = pool
+        self.pool = self.global_pool = pool
+        self.use_fc_norm = pool == "avg" if fc_norm is None else fc_norm
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(cin, dim, patch, patch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
         self.pos_embed = nn.Parameter(torch.randn(1, (img // patch) ** 2 + 1, dim) * 0.1)
         self.blocks = nn.Sequential(*[_TimmBlock(dim, heads, ratio, ls) for _ in range(depth)])
-        if pool == "token":
-            self.norm = nn.LayerNorm(dim, eps=1e-6)
-        else:
+        if self.use_fc_norm:
             self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
+        else:
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, classes)
 
     def forward(self, x):
         x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
         x = self.blocks(x)
-        x = self.norm(x)[:, 0] if self.pool == "token" else self.fc_norm(x[:, 1:].mean(1))
-        return self.head(x)
+        if not self.use_fc_norm:
+            x = self.norm(x)
+        x = x[:, 0] if self.pool == "token" else x[:, 1:].mean(1)
+        return self.head(self.fc_norm(x) if self.use_fc_norm else x)
 
 
 def _timm_vit(**kw) -> _TimmViT:
@@ -94,17 +98,22 @@ def _timm_vit(**kw) -> _TimmViT:
     return net
 
 
-@pytest.mark.parametrize("kw", [{}, {"pool": "avg", "ls": True, "cin": 3, "img": 12, "patch": 4, "heads": 2}])
+@pytest.mark.parametrize("kw", [{}, {"pool": "avg", "ls": True, "cin": 3, "img": 12, "patch": 4, "heads": 2},
+                                {"pool": "avg", "fc_norm": False}])
 def test_timm_vit_imports_with_the_same_logits(cache, tmp_path, kw):
     ref = _timm_vit(**kw)
     path = tmp_path / "vit.pth"
     torch.save({"state_dict": ref.state_dict()}, path)
-    p = spaces.import_parent("vit-elastic", "timm-test", path, format="timm", num_heads=ref.blocks[0].attn.num_heads)
+    p = spaces.import_parent("vit-elastic", "timm-test", path, format="timm", num_heads=ref.blocks[0].attn.num_heads,
+                             global_pool=kw.get("pool"))
     x = torch.randn(4, kw.get("cin", 1), kw.get("img", 8), kw.get("img", 8))
     with torch.no_grad():
         assert torch.allclose(p.module(x), ref(x), atol=1e-5)
     space = spaces.get_space("vit-elastic", parent="timm-test")
     assert "s1.attn" not in space._choices and space.config["image_size"] == kw.get("img", 8)
+    with torch.no_grad():  # the model object: heads and pooling read from it
+        q = spaces.import_parent("vit-elastic", "timm-obj", ref, format="timm")
+        assert torch.allclose(q.module(x), ref(x), atol=1e-5)
     with torch.no_grad():  # the largest subnet is the imported network
         assert torch.allclose(space.materialize(space.largest())(x), ref(x), atol=1e-5)
 
@@ -148,6 +157,19 @@ def test_timm_import_bad_input(cache):
         spaces.import_parent("vit-elastic", "t", {"conv.weight": torch.zeros(1)}, format="timm", num_heads=4)
     with pytest.raises(CheckpointError, match="is not a file"):
         spaces.import_parent("vit-elastic", "t", cache / "nope.pth", format="timm", num_heads=4)
+    with pytest.raises(CheckpointError, match="num_heads: missing"):
+        spaces.import_parent("vit-elastic", "t", sd, format="timm")
+    with pytest.raises(InvalidConfigError, match="option heads: got 4; valid: options of the timm importer: "
+                                                 "num_heads, global_pool"):
+        spaces.import_parent("vit-elastic", "t", sd, format="timm", heads=4)
+    with pytest.raises(CheckpointError, match="global_pool: got 'max'"):
+        spaces.import_parent("vit-elastic", "t", sd, format="timm", num_heads=4, global_pool="max")
+    bad = {**sd, "pos_embed": sd["pos_embed"][:, :16]}
+    with pytest.raises(CheckpointError, match="no_embed_class"):
+        spaces.import_parent("vit-elastic", "t", bad, format="timm", num_heads=4)
+    bad = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    with pytest.raises(CheckpointError, match="without a classifier head"):
+        spaces.import_parent("vit-elastic", "t", bad, format="timm", num_heads=4)
     assert "t" not in spaces.list_parents()  # nothing half-written
     spaces.import_parent("vit-elastic", "t", sd, format="timm", num_heads=4)
     with pytest.raises(InvalidConfigError, match="overwrite"):
@@ -156,6 +178,8 @@ def test_timm_import_bad_input(cache):
     assert spaces.get_space("vit-elastic", parent="t").parent_config.stages[0].heads == 2
     with pytest.raises(InvalidConfigError, match="space.image_size: got 16; valid: 8"):
         spaces.get_space("vit-elastic", parent="t", image_size=16)
+    with pytest.raises(InvalidConfigError, match="space.seed: got 1; valid: 0"):
+        spaces.get_space("vit-elastic", parent="t", seed=1)
 
 
 # -- diffusers UNet2DModel ------------------------------------------------------------------
@@ -212,6 +236,13 @@ def test_imported_diffusers_parent_is_a_conforming_unet_blocks_parent(cache):
     assert set(space.materialize(base).state_dict()) < set(ref.state_dict())
     with pytest.raises(spaces.InvalidArchitectureError, match="every ResNet block of stage d1"):
         space.from_params({**space.largest().params_dict(), "d1.r0": 0, "d1.r1": 0})
+
+
+def test_diffusers_stage_with_one_resnet_keeps_it(cache):
+    ref = _tiny_unet2d(layers_per_block=1)
+    spaces.import_parent("unet-blocks", "one", ref, format="diffusers")
+    space = spaces.get_space("unet-blocks", parent="one")
+    assert "d1.r0" not in space._choices and "d2.a0" in space._choices  # each down stage has one ResNet block
 
 
 def test_diffusers_import_bad_input(cache, tmp_path):

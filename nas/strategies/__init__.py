@@ -6,13 +6,14 @@ from typing import Any
 
 from ..errors import SpecError
 from ._base import Proposal, SearchContext, Strategy
+from ._evolution import EvolutionStrategy
 from ._optuna import NSGA2Strategy, OptunaStrategy, RandomStrategy, TPEStrategy
 from ._predictor_guided import PredictorGuidedStrategy
 from ._slimming import KnapsackStrategy, SlimmingStrategy
 
 __all__ = ["Strategy", "Proposal", "SearchContext", "get_strategy", "strategy_class", "list_strategies", "register_strategy",
            "OptunaStrategy", "RandomStrategy", "TPEStrategy", "NSGA2Strategy", "PredictorGuidedStrategy",
-           "SlimmingStrategy", "KnapsackStrategy"]
+           "SlimmingStrategy", "KnapsackStrategy", "EvolutionStrategy"]
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 
@@ -22,7 +23,8 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-for _cls in (RandomStrategy, TPEStrategy, NSGA2Strategy, PredictorGuidedStrategy, SlimmingStrategy, KnapsackStrategy):
+for _cls in (RandomStrategy, TPEStrategy, NSGA2Strategy, PredictorGuidedStrategy, SlimmingStrategy, KnapsackStrategy,
+             EvolutionStrategy):
     register_strategy(_cls)
 
 

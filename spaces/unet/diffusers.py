@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checkpoints import check_state_dict, read_config_json, read_state_dict
+from .._checkpoints import check_state_dict, read_pretrained
 from .._errors import CheckpointError
 
 __all__ = ["DiffusersUNetConfig", "DiffusersUNet", "convert", "config_from_diffusers", "diffusers_units",
@@ -69,7 +68,8 @@ class DiffusersUNetConfig:
         return unit not in self.removed
 
     def with_(self, **changes: Any) -> DiffusersUNetConfig:
-        changes.pop("widths", None)  # widths are not searched for diffusers parents
+        if changes.get("widths", self.widths) != self.widths:
+            raise ValueError(f"widths: {changes['widths']}; a diffusers U-Net keeps its widths {self.widths}")
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +115,11 @@ def diffusers_units(cfg: DiffusersUNetConfig) -> list[str]:
 
 
 def removable_units(cfg: DiffusersUNetConfig) -> list[str]:
-    return [u for u in diffusers_units(cfg) if ".a" in u or u == "mid.a" or _io(cfg, u)[0] == _io(cfg, u)[1]]
+    """The blocks that can become the identity; a stage's only ResNet block stays (a stage
+    keeps at least one)."""
+    single = {u for us in stage_resnets(cfg).values() if len(us) == 1 for u in us}
+    return [u for u in diffusers_units(cfg)
+            if ".a" in u or u == "mid.a" or (_io(cfg, u)[0] == _io(cfg, u)[1] and u not in single)]
 
 
 def stage_resnets(cfg: DiffusersUNetConfig) -> dict[str, list[str]]:
@@ -162,6 +166,8 @@ class _Attention(nn.Module):
 
 
 class _Sampler(nn.Module):
+    """diffusers' Downsample2D / Upsample2D with a conv: only the conv's name matters (``run`` applies it)."""
+
     def __init__(self, ch: int, stride: int = 1, padding: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, stride, padding)
@@ -220,7 +226,8 @@ class DiffusersUNet(nn.Module):
 
     def _time(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         c, dim = self.config, self.config.widths[0]
-        t = (t.reshape(-1) * torch.ones(batch)).float()
+        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(batch) if torch.as_tensor(t).numel() == 1 \
+            else torch.as_tensor(t, dtype=torch.float32).reshape(-1)
         half = dim // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / (half - c.freq_shift))
         arg = t[:, None] * freqs[None]
@@ -325,23 +332,9 @@ def config_from_diffusers(config: dict[str, Any]) -> DiffusersUNetConfig:
 def convert(source: Any) -> tuple[DiffusersUNetConfig, DiffusersUNet]:
     """``(config, DiffusersUNet with the weights)`` from a ``UNet2DModel``, or from the
     directory ``save_pretrained`` wrote (``config.json`` and the weights file)."""
-    if isinstance(source, nn.Module) and hasattr(source, "config"):
-        config, sd = dict(source.config), read_state_dict(source)
-    elif isinstance(source, (str, Path)):
-        folder = Path(source)
-        if not folder.is_dir():
-            raise CheckpointError(f"diffusers checkpoint: {str(folder)!r} is not a directory (give the folder "
-                                  "save_pretrained wrote, with config.json)")
-        config = read_config_json(folder, "diffusers checkpoint")
-        files = [folder / f for f in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")]
-        weights = next((f for f in files if f.is_file()), None)
-        if weights is None:
-            raise CheckpointError(f"diffusers checkpoint: {str(folder)!r} has no diffusion_pytorch_model.safetensors "
-                                  "or .bin")
-        sd = read_state_dict(weights)
-    else:
-        raise CheckpointError(f"diffusers checkpoint: expected a UNet2DModel or its save_pretrained directory, "
-                              f"got {type(source).__name__}")
+    config, sd = read_pretrained(source, "diffusers checkpoint", "UNet2DModel",
+                                 ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors",
+                                  "diffusion_pytorch_model.bin"))
     if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise CheckpointError(f"diffusers checkpoint: {config['_class_name']} is not imported; unet-blocks imports "
                               "UNet2DModel")

@@ -241,7 +241,7 @@ class UNetBlocksSpace(ElasticSpace):
         return g
 
     def _diffusers_graph(self, arch: Architecture, cfg: Any):
-        """An imported diffusers U-Net: its kept blocks in forward order, skips as edges."""
+        """An imported diffusers U-Net: its kept blocks as a chain in forward order."""
         import networkx as nx
 
         from .diffusers import diffusers_units

@@ -49,8 +49,10 @@ class ViTConfig:
     layout: str = "efv2"
     patch_size: int = 1  # plain only, like the three below
     class_token: bool = False
-    pool: str = "avg"  # "token" (the class token after ``norm``) or "avg" (mean of patches, ``fc_norm``)
+    pool: str = "avg"  # "token" (the class token) or "avg" (the mean of the patch tokens)
+    fc_norm: bool = False  # the final LayerNorm after pooling (timm's fc_norm) instead of before (norm)
     layer_scale: bool = False
+    norm_eps: float = 1e-6
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "stages": [asdict(s) for s in self.stages]}

@@ -21,9 +21,7 @@ from torch import nn
 
 from .model import ViTConfig
 
-__all__ = ["PlainViT", "SuperPlainViT", "LN_EPS"]
-
-LN_EPS = 1e-6  # timm's ViT LayerNorm
+__all__ = ["PlainViT", "SuperPlainViT"]
 
 
 class _PatchEmbed(nn.Module):
@@ -74,12 +72,12 @@ class _LayerScale(nn.Module):
 
 
 class _Block(nn.Module):
-    def __init__(self, width: int, hidden: int, heads: int, head_dim: int, layer_scale: bool) -> None:
+    def __init__(self, width: int, hidden: int, heads: int, head_dim: int, layer_scale: bool, eps: float) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(width, eps=LN_EPS)
+        self.norm1 = nn.LayerNorm(width, eps=eps)
         self.attn = _Attention(width, heads, head_dim)
         self.ls1 = _LayerScale(width) if layer_scale else nn.Identity()
-        self.norm2 = nn.LayerNorm(width, eps=LN_EPS)
+        self.norm2 = nn.LayerNorm(width, eps=eps)
         self.mlp = _Mlp(width, hidden)
         self.ls2 = _LayerScale(width) if layer_scale else nn.Identity()
 
@@ -105,12 +103,12 @@ class PlainViT(nn.Module):
             self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         tokens = (config.image_size // p) ** 2 + self.prefix
         self.pos_embed = nn.Parameter(torch.randn(1, tokens, d) * 0.02)
-        self.blocks = nn.Sequential(*[_Block(d, s.mlp_ratio * d, s.heads, config.head_dim, config.layer_scale)
-                                      for _ in range(s.depth)])
-        if config.pool == "token":
-            self.norm = nn.LayerNorm(d, eps=LN_EPS)
+        self.blocks = nn.Sequential(*[_Block(d, s.mlp_ratio * d, s.heads, config.head_dim, config.layer_scale,
+                                             config.norm_eps) for _ in range(s.depth)])
+        if config.fc_norm:
+            self.fc_norm = nn.LayerNorm(d, eps=config.norm_eps)
         else:
-            self.fc_norm = nn.LayerNorm(d, eps=LN_EPS)
+            self.norm = nn.LayerNorm(d, eps=config.norm_eps)
         self.head = nn.Linear(d, config.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,17 +116,15 @@ class PlainViT(nn.Module):
         if self.prefix:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.blocks(x + self.pos_embed)
-        if self.config.pool == "token":
-            return self.head(self.norm(x)[:, 0])
-        return self.head(self.fc_norm(x[:, self.prefix:].mean(dim=1)))
+        if not self.config.fc_norm:
+            x = self.norm(x)
+        x = x[:, 0] if self.config.pool == "token" else x[:, self.prefix:].mean(dim=1)
+        return self.head(self.fc_norm(x) if self.config.fc_norm else x)
 
 
 class SuperPlainViT(PlainViT):
     """The imported network run as any of its subnets: ``forward(x, sub)`` slices weights;
     ``extract(sub)`` copies the slices into a dense ``PlainViT`` with the same output."""
-
-    def largest(self) -> ViTConfig:
-        return self.config
 
     def forward(self, x: torch.Tensor, sub: ViTConfig | None = None) -> torch.Tensor:  # type: ignore[override]
         if sub is None:
@@ -150,10 +146,11 @@ class SuperPlainViT(PlainViT):
             m = blk.mlp
             y = F.gelu(F.linear(_ln(x, blk.norm2, w), m.fc1.weight[:hidden, :w], m.fc1.bias[:hidden]))
             x = x + _scale(F.linear(y, m.fc2.weight[:w, :hidden], m.fc2.bias[:w]), blk.ls2, w)
-        if self.config.pool == "token":
-            x = _ln(x, self.norm, w)[:, 0]
-        else:
-            x = _ln(x[:, self.prefix:].mean(dim=1), self.fc_norm, w)
+        if not self.config.fc_norm:
+            x = _ln(x, self.norm, w)
+        x = x[:, 0] if self.config.pool == "token" else x[:, self.prefix:].mean(dim=1)
+        if self.config.fc_norm:
+            x = _ln(x, self.fc_norm, w)
         return F.linear(x, self.head.weight[:, :w], self.head.bias)
 
     @torch.no_grad()

@@ -1,0 +1,484 @@
+"""``llm-subnet``: structural subnets of a LLaMA decoder with inherited weights, the space of
+"Search for Efficient Large Language Models" (methods §1).
+
+An architecture keeps the first ``depth`` layers and, in each, for every head the same
+number of rotary pairs (``lN.attn``; two head-dim channels each: rows of Q/K/V and columns
+of O, tied) and ``lN.mlp`` MLP channels (rows of gate/up, columns of down). *Which* pairs
+and channels is the mask, stored with the architecture under ``masks`` as hexadecimal
+bitmasks (``"lN.attn"``: one per head, ``"lN.mlp"``); every head is kept, as the paper
+argues they all matter. Counts are the choices (what Optuna, the drivers and the encoder
+see); an architecture given by counts alone takes the importance-best masks (methods
+§1.2), the ``evolution`` strategy mutates masks too (``mutate``, ``crossover``).
+
+Quality is the byte-level perplexity of the parent run with the masks (no weight copied)
+on fixed calibration windows (``ppl``, the search fitness) and on held-out test windows
+(``ppl_test``), and after reformation of the O and down projections (``ppl_reformed``,
+methods §1.5). ``materialize`` slices the dense, smaller network and reforms it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._architecture import Architecture
+from .._base import ConfigOption, MetricInfo, Suggest
+from .._elastic import ElasticSpace
+from .._errors import InvalidArchitectureError, InvalidConfigError
+from .._registry import register_space
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import LlamaConfig, Masks
+
+__all__ = ["LLMSubnetSpace"]
+
+_MLP_RATIOS = tuple(round(0.1 + 0.05 * i, 2) for i in range(19))  # the paper's grid: 0.10 .. 1.00 step 0.05
+_BASELINE_SCORES = ("importance", "magnitude")
+
+
+def _hex(indices: Sequence[int]) -> str:
+    return format(sum(1 << i for i in indices), "x")
+
+
+def _unhex(text: Any, size: int, key: str) -> tuple[int, ...]:
+    try:
+        value = int(text, 16)
+    except (TypeError, ValueError):
+        raise InvalidArchitectureError(f"llm-subnet: masks.{key} is {text!r}; valid: a hexadecimal bitmask") from None
+    if value < 0 or value >> size:
+        raise InvalidArchitectureError(f"llm-subnet: masks.{key} is {text!r}; valid: a bitmask of {size} bits")
+    return tuple(i for i in range(size) if value >> i & 1)
+
+
+@register_space
+class LLMSubnetSpace(ElasticSpace):
+    name = "llm-subnet"
+    version = "1"
+    parents = ("llm-small", "llm-tiny")
+    importers = {"hf": "spaces.llm.hf:convert"}
+    static_metrics = ("params", "kept_ratio", "mmacs")
+
+    @classmethod
+    def extra_options(cls) -> dict[str, ConfigOption]:
+        return {
+            "min_depth": ConfigOption("min_depth", 0, (), "fewest layers a subnet keeps (0: two thirds of the parent's)"),
+            "calib_windows": ConfigOption("calib_windows", 16, (), "calibration windows for importance and reformation"),
+            "fit_windows": ConfigOption("fit_windows", 4, (), "calibration windows the search fitness (ppl) is measured on"),
+            "test_windows": ConfigOption("test_windows", 32, (), "held-out windows for ppl_test and ppl_reformed"),
+            "window": ConfigOption("window", 256, (), "tokens per window; also the prefill length of latency_ms and mmacs"),
+            "reform": ConfigOption("reform", True, (True, False), "materialize reforms the O and down projections"),
+        }
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        from .data import CalibrationTooShortError, split_tokens
+
+        c, p = self.config, self.parent_config
+        for key in ("min_depth", "calib_windows", "fit_windows", "test_windows", "window"):
+            v = c[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "min_depth" else 1):
+                raise InvalidConfigError(f"space.{key}", v, "an integer >= " + ("0" if key == "min_depth" else "1"))
+        if c["min_depth"] > len(p.layers):
+            raise InvalidConfigError("space.min_depth", c["min_depth"], f"0..{len(p.layers)} (the parent's layers)")
+        for split, key in (("calibration", "calib_windows"), ("calibration", "fit_windows"), ("test", "test_windows")):
+            if len(split_tokens(split)) - c["window"] - 1 < c[key]:
+                raise CalibrationTooShortError(
+                    f"space.{key}: {c[key]} windows of {c['window'] + 1} tokens do not fit in the {split} split "
+                    f"({len(split_tokens(split))} tokens); ask for fewer or shorter windows")
+
+    # -- choices -----------------------------------------------------------------------
+    @property
+    def depth_values(self) -> tuple[int, ...]:
+        n = len(self.parent_config.layers)
+        lo = self.config["min_depth"] or max(1, math.ceil(2 * n / 3))
+        return tuple(range(lo, n + 1))
+
+    def build_choices(self) -> dict[str, tuple[int, ...]]:
+        p = self.parent_config
+        half = p.head_dim // 2
+        out: dict[str, tuple[int, ...]] = {"depth": self.depth_values}
+        for n, la in enumerate(p.layers):
+            out[f"l{n}.attn"] = tuple(range(max(1, math.ceil(half / 4)), half + 1))
+            out[f"l{n}.mlp"] = tuple(sorted({max(1, round(la.ffn * r)) for r in _MLP_RATIOS}))
+        return out
+
+    def describe_choice(self, key: str) -> str:
+        if key == "depth":
+            return "layers kept (the first ones)"
+        layer, kind = key.split(".")
+        return (f"rotary pairs (2 head channels) every head of layer {layer[1:]} keeps" if kind == "attn"
+                else f"MLP channels layer {layer[1:]} keeps")
+
+    def sample(self, suggest: Suggest) -> Architecture:
+        """Define-by-run: the depth first, then the counts of the kept layers only; masks are
+        the importance-best for the counts."""
+        depth = suggest.suggest_categorical("depth", self._choices["depth"])
+        counts = {"depth": depth}
+        for n in range(depth):
+            for kind in ("attn", "mlp"):
+                k = f"l{n}.{kind}"
+                counts[k] = suggest.suggest_categorical(k, self._choices[k])
+        return self.from_params(counts)
+
+    def from_params(self, params: Mapping[str, Any]) -> Architecture:
+        """Counts (``depth``, ``lN.attn``, ``lN.mlp`` for the kept layers; keys of removed
+        layers are ignored) and optionally ``masks``; without masks, the importance-best."""
+        params = dict(params)
+        masks = params.pop("masks", None)
+        depth = params.get("depth")
+        if isinstance(depth, bool) or depth not in self._choices["depth"]:
+            raise InvalidArchitectureError(f"{self.name}: depth is {depth!r}; valid: "
+                                           f"{', '.join(map(str, self._choices['depth']))}")
+        counts: dict[str, Any] = {"depth": depth}
+        for n in range(depth):
+            for kind in ("attn", "mlp"):
+                k, values = f"l{n}.{kind}", self._choices[f"l{n}.{kind}"]
+                if k not in params:
+                    raise InvalidArchitectureError(f"{self.name}: missing key {k!r}; valid values: {list(values)}")
+                if isinstance(params[k], bool) or params[k] not in values:
+                    raise InvalidArchitectureError(f"{self.name}: {k} is {params[k]!r}; valid: "
+                                                   f"{', '.join(map(str, values))}")
+                counts[k] = params[k]
+        known = set(self._choices) | {"depth"}
+        extra = sorted(k for k in params if k not in known)
+        if extra:
+            raise InvalidArchitectureError(f"{self.name}: unknown key {extra[0]!r}; keys are depth, lN.attn, lN.mlp "
+                                           f"(N < {len(self.parent_config.layers)}) and masks")
+        if masks is None:
+            m = self._top_masks(counts, "importance")
+        else:
+            m = self._parse_masks(masks, counts)
+        return self._arch({**counts, "masks": self._masks_json(m)})
+
+    def _parse_masks(self, masks: Any, counts: Mapping[str, int]) -> Masks:
+        from .model import Masks
+
+        p = self.parent_config
+        half = p.head_dim // 2
+        if not isinstance(masks, Mapping):
+            raise InvalidArchitectureError(f"{self.name}: masks is a {type(masks).__name__}; valid: a mapping of "
+                                           "lN.attn (one hex bitmask per head) and lN.mlp (a hex bitmask)")
+        attn, mlp = [], []
+        for n in range(counts["depth"]):
+            heads = masks.get(f"l{n}.attn")
+            if not isinstance(heads, (list, tuple)) or len(heads) != p.heads:
+                raise InvalidArchitectureError(f"{self.name}: masks.l{n}.attn is {heads!r}; valid: {p.heads} hex "
+                                               f"bitmasks of {half} bits, one per head")
+            pairs = tuple(_unhex(h, half, f"l{n}.attn") for h in heads)
+            if any(len(x) != counts[f"l{n}.attn"] for x in pairs):
+                raise InvalidArchitectureError(f"{self.name}: masks.l{n}.attn keeps {[len(x) for x in pairs]} pairs per "
+                                               f"head; l{n}.attn says {counts[f'l{n}.attn']} for every head")
+            ch = _unhex(masks.get(f"l{n}.mlp"), p.layers[n].ffn, f"l{n}.mlp")
+            if len(ch) != counts[f"l{n}.mlp"]:
+                raise InvalidArchitectureError(f"{self.name}: masks.l{n}.mlp keeps {len(ch)} channels; l{n}.mlp says "
+                                               f"{counts[f'l{n}.mlp']}")
+            attn.append(pairs)
+            mlp.append(ch)
+        extra = sorted(set(masks) - {f"l{n}.{k}" for n in range(counts["depth"]) for k in ("attn", "mlp")})
+        if extra:
+            raise InvalidArchitectureError(f"{self.name}: masks.{extra[0]} is not a kept layer's mask")
+        return Masks(tuple(attn), tuple(mlp))
+
+    @staticmethod
+    def _masks_json(m: Masks) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for n, (pairs, ch) in enumerate(zip(m.attn, m.mlp)):
+            out[f"l{n}.attn"] = [_hex(p) for p in pairs]
+            out[f"l{n}.mlp"] = _hex(ch)
+        return out
+
+    def masks(self, arch: Architecture) -> Masks:
+        self.validate(arch)
+        p = arch.params_dict()
+        return self._parse_masks(p["masks"], p)
+
+    def largest(self) -> Architecture:
+        return self.from_params({"depth": self._choices["depth"][-1],
+                                 **{k: v[-1] for k, v in self._choices.items() if k != "depth"}})
+
+    def smallest(self) -> Architecture:
+        return self.from_params({k: v[0] for k, v in self._choices.items()})
+
+    # -- importance, uniform baselines, evolution operators ----------------------------------
+    def scores(self, kind: str = "importance"):
+        """The parent's pair and channel scores: OBS ``importance`` on the calibration
+        windows, or the weights' ``magnitude`` (L2 norms of the same rows and columns)."""
+        if kind not in _BASELINE_SCORES:
+            raise InvalidConfigError("scores", kind, ", ".join(_BASELINE_SCORES))
+        key = f"scores:{kind}"
+        if key not in self._cache.data:
+            import torch
+
+            from .importance import Importance, importance
+
+            model = self.parent().module
+            if kind == "importance":
+                ids = self.calibration_ids()
+                self._cache.data[key] = importance(model, ids[:, :-1])
+            else:
+                cfg = model.config
+                attn, mlp = [], []
+                for layer in model.model.layers:
+                    a, m = layer.self_attn, layer.mlp
+                    s = sum(getattr(a, n).weight.pow(2).sum(1) for n in ("q_proj", "k_proj", "v_proj"))
+                    s = s + a.o_proj.weight.pow(2).sum(0)
+                    attn.append(s.view(cfg.heads, 2, cfg.head_dim // 2).sum(1).detach())
+                    mlp.append((m.gate_proj.weight.pow(2).sum(1) + m.up_proj.weight.pow(2).sum(1)
+                                + m.down_proj.weight.pow(2).sum(0)).detach())
+                with torch.no_grad():
+                    self._cache.data[key] = Importance(tuple(attn), tuple(mlp))
+        return self._cache.data[key]
+
+    def _top_masks(self, counts: Mapping[str, int], kind: str) -> Masks:
+        from .importance import top_masks
+
+        d = counts["depth"]
+        return top_masks(self.scores(kind), d, [counts[f"l{n}.attn"] for n in range(d)],
+                         [counts[f"l{n}.mlp"] for n in range(d)])
+
+    def uniform(self, kept_ratio: float, scores: str = "importance", depth: int | None = None) -> Architecture:
+        """Every layer at the same fraction (FLAP / LLM-Pruner-like): the architecture of
+        ``depth`` layers (default: all) whose kept-parameter ratio is closest to ``kept_ratio``,
+        masks from ``scores`` (``importance`` or ``magnitude``)."""
+        if not isinstance(kept_ratio, (int, float)) or not 0 < kept_ratio <= 1:
+            raise InvalidConfigError("kept_ratio", kept_ratio, "a number in (0, 1]")
+        depth = depth or self._choices["depth"][-1]
+        best, best_gap = None, math.inf
+        for g in np.linspace(0.05, 1.0, 96):
+            counts = self._uniform_counts(float(g), depth)
+            gap = abs(self.kept_ratio(self._counts_config(counts)) - kept_ratio)
+            if gap < best_gap:
+                best, best_gap = counts, gap
+        m = self._top_masks(best, scores)
+        return self._arch({**best, "masks": self._masks_json(m)})
+
+    def _uniform_counts(self, g: float, depth: int) -> dict[str, int]:
+        counts: dict[str, int] = {"depth": depth}
+        for n in range(depth):
+            for kind, full in (("attn", self.parent_config.head_dim // 2), ("mlp", self.parent_config.layers[n].ffn)):
+                values = self._choices[f"l{n}.{kind}"]
+                counts[f"l{n}.{kind}"] = min(values, key=lambda v: abs(v - g * full))
+        return counts
+
+    def initial_architecture(self, bounds: Mapping[str, tuple[float | None, float | None]]) -> Architecture:
+        """The evolution's start (methods §1.2): every layer at the same ratio, importance
+        masks, at the middle of the job's bounds on ``kept_ratio`` or ``params``."""
+        lo, hi = bounds.get("kept_ratio", (None, None))
+        if lo is None and hi is None and "params" in bounds:
+            total = self.count_params(self.parent_config)
+            lo, hi = (None if v is None else v / total for v in bounds["params"])
+        if lo is None and hi is None:
+            return self.largest()
+        target = (lo + hi) / 2 if lo is not None and hi is not None else (hi if hi is not None else 1.0)
+        return self.uniform(min(1.0, max(1e-3, target)))
+
+    def mutate(self, arch: Architecture, rng: random.Random, *, p_mask: float = 0.3, p_ratio: float = 0.1,
+               p_depth: float = 0.1, alpha: float = 0.8) -> Architecture:
+        """Methods §1.3: the depth moves with ``p_depth`` (new layers take importance masks at
+        random counts), each count with ``p_ratio``, and each mask (per head; per layer for the
+        MLP) with ``p_mask`` or when its count moved, to a random mask that keeps at least
+        ``alpha`` of the old one's indices (drawn directly rather than by rejection, so a small
+        count never spins)."""
+        p = arch.params_dict()
+        masks = self._parse_masks(p["masks"], p)
+        depth = p["depth"]
+        if rng.random() < p_depth:
+            depth = rng.choice(self._choices["depth"])
+        attn, mlp = list(masks.attn[:depth]), list(masks.mlp[:depth])
+        counts: dict[str, int] = {"depth": depth}
+        for n in range(depth):
+            for kind in ("attn", "mlp"):
+                k = f"l{n}.{kind}"
+                counts[k] = p[k] if k in p and rng.random() >= p_ratio else rng.choice(self._choices[k])
+        fresh = self._top_masks(counts, "importance") if depth > len(masks.attn) else None
+        half = self.parent_config.head_dim // 2
+        for n in range(depth):
+            if n >= len(masks.attn):
+                attn.append(fresh.attn[n])
+                mlp.append(fresh.mlp[n])
+                continue
+            attn[n] = tuple(_mutate_mask(h, counts[f"l{n}.attn"], half, rng, p_mask, alpha) for h in attn[n])
+            mlp[n] = _mutate_mask(mlp[n], counts[f"l{n}.mlp"], self.parent_config.layers[n].ffn, rng, p_mask, alpha)
+        from .model import Masks
+
+        return self._arch({**counts, "masks": self._masks_json(Masks(tuple(attn), tuple(mlp)))})
+
+    def crossover(self, a: Architecture, b: Architecture, rng: random.Random) -> Architecture:
+        """Per gene (a layer's attention count and masks, its MLP count and mask, the depth),
+        from either parent at random; a layer only one parent has comes from that parent."""
+        from .model import Masks
+
+        pa, pb = a.params_dict(), b.params_dict()
+        ma, mb = self._parse_masks(pa["masks"], pa), self._parse_masks(pb["masks"], pb)
+        depth = rng.choice((pa["depth"], pb["depth"]))
+        counts: dict[str, int] = {"depth": depth}
+        attn, mlp = [], []
+        for n in range(depth):
+            for kind in ("attn", "mlp"):
+                src = rng.choice([x for x in ((pa, ma), (pb, mb)) if n < x[0]["depth"]])
+                counts[f"l{n}.{kind}"] = src[0][f"l{n}.{kind}"]
+                (attn if kind == "attn" else mlp).append(src[1].attn[n] if kind == "attn" else src[1].mlp[n])
+        return self._arch({**counts, "masks": self._masks_json(Masks(tuple(attn), tuple(mlp)))})
+
+    # -- sizes -----------------------------------------------------------------------------
+    def metrics(self) -> dict[str, MetricInfo]:
+        w = self.config["window"]
+        return {
+            "ppl": MetricInfo("ppl", "", "minimize", (),
+                              f"byte perplexity of the masked parent on {self.config['fit_windows']} fixed calibration "
+                              f"windows of {w} tokens (the search fitness)"),
+            "ppl_test": MetricInfo("ppl_test", "", "minimize", (),
+                                   f"byte perplexity on {self.config['test_windows']} held-out windows, before reformation"),
+            "ppl_reformed": MetricInfo("ppl_reformed", "", "minimize", (),
+                                       "byte perplexity on the held-out windows after reformation of O and down"),
+            "kept_ratio": MetricInfo("kept_ratio", "", "minimize", (), "parameters kept, over the parent's"),
+            **self.size_metrics(),
+        }
+
+    def size_metrics(self) -> dict[str, MetricInfo]:
+        out = super().size_metrics()
+        out["mmacs"] = MetricInfo("mmacs", "M", "minimize", (),
+                                  f"multiply-accumulates per token at {self.config['window']} tokens of context, millions")
+        return out
+
+    def _counts_config(self, counts: Mapping[str, int]) -> LlamaConfig:
+        from .model import LayerConfig
+
+        p = self.parent_config
+        layers = tuple(LayerConfig(counts[f"l{n}.mlp"], (tuple(range(counts[f"l{n}.attn"])),) * p.heads)
+                       for n in range(counts["depth"]))
+        return p.with_layers(layers)
+
+    def subnet(self, arch: Architecture) -> LlamaConfig:
+        from .model import LayerConfig
+
+        m = self.masks(arch)
+        return self.parent_config.with_layers(tuple(LayerConfig(len(ch), pairs) for pairs, ch in zip(m.attn, m.mlp)))
+
+    def count_params(self, subnet: LlamaConfig) -> int:
+        from .model import param_count
+
+        return param_count(subnet)
+
+    def count_macs(self, subnet: LlamaConfig) -> int:
+        from .model import macs_per_token
+
+        return macs_per_token(subnet, self.config["window"])
+
+    def kept_ratio(self, subnet: LlamaConfig) -> float:
+        return self.count_params(subnet) / self.count_params(self.parent_config)
+
+    def evaluate(self, arch: Architecture, keys: Sequence[str]) -> dict[str, float]:
+        out = {}
+        if "kept_ratio" in keys:
+            out["kept_ratio"] = self.kept_ratio(self.subnet(arch))
+        rest = [k for k in keys if k != "kept_ratio"]
+        return {**out, **(super().evaluate(arch, rest) if rest else {})}
+
+    def encode(self, archs: Sequence[Architecture]) -> np.ndarray:
+        """Per layer the kept attention and MLP fractions (0 for a removed layer), the depth
+        fraction and the kept-parameter ratio."""
+        p = self.parent_config
+        n, half = len(p.layers), p.head_dim // 2
+        out = np.zeros((len(archs), 2 * n + 2), dtype=np.float32)
+        for r, a in enumerate(archs):
+            d = a.params["depth"]
+            for i in range(d):
+                out[r, 2 * i] = a.params[f"l{i}.attn"] / half
+                out[r, 2 * i + 1] = a.params[f"l{i}.mlp"] / p.layers[i].ffn
+            out[r, -2] = d / n
+            out[r, -1] = self.kept_ratio(self.subnet(a))
+        return out
+
+    def graph(self, arch: Architecture):
+        import networkx as nx
+
+        cfg = self.subnet(arch)
+        g = nx.DiGraph(space=self.name, arch_id=arch.arch_id)
+        chain = ["embed"]
+        g.add_node("embed", op="embedding", channels=cfg.dim)
+        for n, la in enumerate(cfg.layers):
+            g.add_node(f"l{n}.attn", op="rmsnorm_mhsa_rope", channels=cfg.dim, heads=cfg.heads, head_dim=la.head_dim)
+            g.add_node(f"l{n}.mlp", op="rmsnorm_swiglu", channels=cfg.dim, hidden=la.ffn)
+            chain += [f"l{n}.attn", f"l{n}.mlp"]
+        g.add_node("lm_head", op="rmsnorm_linear", channels=cfg.vocab)
+        nx.add_path(g, chain + ["lm_head"])
+        return g
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def calibration_ids(self):
+        from .data import windows
+
+        return windows("calibration", self.config["calib_windows"], self.config["window"], seed=1)
+
+    def measure(self, arch: Architecture, keys: Sequence[str]) -> dict[str, float]:
+        from .data import windows
+        from .train import perplexity
+
+        c = self.config
+        out: dict[str, float] = {}
+        model = self.parent().module
+        masks = self.masks(arch)
+        if "ppl" in keys:
+            out["ppl"] = perplexity(model, windows("calibration", c["fit_windows"], c["window"]), masks)
+        if "ppl_test" in keys:
+            out["ppl_test"] = perplexity(model, windows("test", c["test_windows"], c["window"]), masks)
+        if "ppl_reformed" in keys:
+            net = self.materialize(arch, reform=True)
+            out["ppl_reformed"] = perplexity(net, windows("test", c["test_windows"], c["window"]))
+        return out
+
+    # -- the network ----------------------------------------------------------------------------
+    @classmethod
+    def network_types(cls):
+        from .model import Llama, LlamaConfig
+
+        return Llama, LlamaConfig
+
+    def materialize(self, arch: Architecture, parent: Any = None, *, reform: bool | None = None):
+        """The dense subnet with its rows and columns sliced from ``parent`` (default: this
+        space's), its O and down projections reformed when the space says so (``reform``).
+        Without reformation its output equals ``run_subnet``."""
+        import torch
+
+        from .model import Llama
+
+        model = self.parent_module(parent, Llama)
+        if model.config != self.parent_config:
+            raise InvalidArchitectureError(f"{self.name}: the parent does not fit {self.config['parent']!r}")
+        masks = self.masks(arch)
+        net = model.slice(masks)
+        if self.config["reform"] if reform is None else reform:
+            from .importance import reform as rectify
+
+            with torch.no_grad():
+                for n, (w_o, w_d) in rectify(model, masks, self.calibration_ids()).items():
+                    net.model.layers[n].self_attn.o_proj.weight.copy_(w_o)
+                    net.model.layers[n].mlp.down_proj.weight.copy_(w_d)
+        return net.eval()
+
+    def run_subnet(self, parent: Any, arch: Architecture, ids: torch.Tensor) -> torch.Tensor:
+        from .model import Llama
+
+        return self.parent_module(parent, Llama)(ids, self.masks(arch))
+
+    def example_inputs(self, arch: Architecture, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        return (torch.randint(0, self.parent_config.vocab, (batch, self.config["window"]), generator=g),)
+
+
+def _mutate_mask(old: tuple[int, ...], k: int, size: int, rng: random.Random, p_mask: float,
+                 alpha: float) -> tuple[int, ...]:
+    if len(old) == k and rng.random() >= p_mask:
+        return old
+    keep = rng.sample(old, min(len(old), k, math.ceil(alpha * min(len(old), k))))
+    rest = [i for i in range(size) if i not in set(keep)]
+    return tuple(sorted(keep + rng.sample(rest, k - len(keep))))

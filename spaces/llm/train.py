@@ -1,0 +1,57 @@
+"""Training an ``llm-subnet`` parent: next-byte prediction on the standard library's train
+split (AdamW, warm-up then cosine decay, gradient clipping), deterministic for a seed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import split_tokens, windows
+from .model import Llama
+
+__all__ = ["train_lm", "perplexity"]
+
+
+def train_lm(model: Llama, seed: int, progress: Callable[[int, int, str], None] | None, *, steps: int,
+             batch: int = 16, length: int = 256, lr: float = 3e-3) -> dict[str, float]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    data = split_tokens("train")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    warm = max(1, steps // 20)
+    model.train()
+    loss_avg = float("nan")
+    for step in range(steps):
+        scale = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+        for g in opt.param_groups:
+            g["lr"] = lr * max(scale, 0.02)
+        starts = rng.integers(0, len(data) - length - 1, batch)
+        x = torch.from_numpy(data[starts[:, None] + np.arange(length + 1)[None]].astype(np.int64))
+        logits = model(x[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss_avg = loss.item() if step == 0 else 0.98 * loss_avg + 0.02 * loss.item()
+        if progress is not None and (step % 10 == 0 or step == steps - 1):
+            progress(step + 1, steps, f"loss {loss_avg:.3f}")
+    model.eval()
+    return {"train_loss": round(loss_avg, 4), "test_ppl": round(perplexity(model, windows("test", 32, 256)), 4)}
+
+
+@torch.no_grad()
+def perplexity(model: Llama, wins: torch.Tensor, masks=None, batch: int = 8) -> float:
+    """Per-byte perplexity of ``model`` (or its subnet ``masks``) on ``(n, length + 1)`` windows."""
+    total, count = 0.0, 0
+    for i in range(0, len(wins), batch):
+        x = wins[i:i + batch]
+        logits = model(x[:, :-1], masks) if masks is not None else model(x[:, :-1])
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1),
+                                 reduction="sum").item()
+        count += x[:, 1:].numel()
+    return math.exp(total / count)

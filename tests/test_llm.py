@@ -1,0 +1,145 @@
+"""``llm-subnet``: the decoder, masks, importance, reformation, the evolution strategy, the
+Hugging Face importer and bad input (on ``llm-tiny``, trained in seconds)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import spaces
+from spaces import CheckpointError, InvalidArchitectureError, InvalidConfigError
+from spaces.conformance import check_networks, check_space
+
+
+@pytest.fixture(scope="module")
+def space():
+    return spaces.get_space("llm-subnet", parent="llm-tiny", reform=False)
+
+
+def test_llm_subnet_conforms_and_masked_equals_dense(space):
+    check_space(space, n=12)
+    check_networks(space, space.parent().module)  # the dense slice == the parent run with the masks
+
+
+def test_counts_alone_take_the_importance_masks_and_masks_round_trip(space):
+    arch = space.uniform(0.6)
+    counts = {k: v for k, v in arch.params_dict().items() if k != "masks"}
+    assert space.from_params(counts) == arch  # importance-best masks for the counts
+    again = space.from_params(arch.params_dict())
+    assert again == arch and 0.55 < space.evaluate(arch, ["kept_ratio"])["kept_ratio"] < 0.65
+    mag = space.uniform(0.6, "magnitude")
+    assert mag.params_dict()["masks"] != arch.params_dict()["masks"]
+
+
+def test_reformation_lowers_perplexity_and_keeps_the_dense_model_plain(space, tmp_path):
+    arch = space.uniform(0.5)
+    m = space.evaluate(arch, ["ppl_test", "ppl_reformed"])
+    assert m["ppl_reformed"] < m["ppl_test"]
+    full = space.evaluate(space.largest(), ["ppl_test", "ppl_reformed"])
+    assert abs(full["ppl_reformed"] - full["ppl_test"]) < 0.01 * full["ppl_test"]  # nothing removed: nothing to fix
+    net = space.materialize(arch, reform=True)
+    ids = space.example_inputs(arch, batch=2)[0][:, :32]
+    out = spaces.export_architecture(space, arch, tmp_path / "x")
+    loaded = spaces.load_architecture(out)
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids), space.materialize(arch)(ids), atol=1e-5)  # the space's reform=False
+    assert sum(p.numel() for p in net.parameters()) == space.evaluate(arch, ["params"])["params"]
+
+
+def test_mutation_and_crossover(space):
+    rng = random.Random(0)
+    a = space.uniform(0.6)
+    b = space.mutate(a, rng, p_mask=1.0, p_ratio=0.0, p_depth=0.0, alpha=0.8)
+    ma, mb = space.masks(a), space.masks(b)
+    assert b != a and [len(x) for x in ma.mlp] == [len(x) for x in mb.mlp]
+    for old, new in zip(ma.mlp, mb.mlp):  # at least alpha of each mask survives
+        assert len(set(old) & set(new)) >= 0.8 * len(old) - 1
+    c = space.crossover(a, space.mutate(a, rng, p_ratio=1.0), rng)
+    space.validate(c)
+    assert space.from_params(c.params_dict()) == c
+
+
+def test_bad_input(space):
+    arch = space.largest().params_dict()
+    with pytest.raises(InvalidArchitectureError, match="masks.l0.mlp is 'zz'; valid: a hexadecimal bitmask"):
+        space.from_params({**arch, "masks": {**arch["masks"], "l0.mlp": "zz"}})
+    with pytest.raises(InvalidArchitectureError, match="masks.l0.mlp keeps"):
+        space.from_params({**arch, "masks": {**arch["masks"], "l0.mlp": "1"}})
+    with pytest.raises(InvalidArchitectureError, match="depth is 9; valid"):
+        space.from_params({**arch, "depth": 9})
+    with pytest.raises(InvalidArchitectureError, match="unknown key 'l0.heads'"):
+        space.from_params({**arch, "l0.heads": 2})
+    with pytest.raises(spaces.SpacesError, match="space.calib_windows: 100000000 windows"):
+        spaces.get_space("llm-subnet", parent="llm-tiny", calib_windows=100_000_000)
+    with pytest.raises(InvalidConfigError, match="space.min_depth"):
+        spaces.get_space("llm-subnet", parent="llm-tiny", min_depth=7)
+    vit = spaces.get_space("vit-elastic", parent="vit-tiny")
+    with pytest.raises(InvalidArchitectureError, match="the parent must be a Llama"):
+        space.materialize(space.largest(), vit.parent())
+
+
+def test_evolution_job_and_unmeetable_ratio(space, tmp_path):
+    from nas import run_job
+    from nas.errors import SpecError
+    from nas.storage import Store
+
+    spec = {"space": {"name": "llm-subnet", "parent": "llm-tiny"},
+            "objectives": [{"name": "ppl", "direction": "minimize"}],
+            "constraints": [{"name": "kept_ratio", "min": 0.55, "max": 0.65}],
+            "strategy": {"name": "evolution", "population": 6, "top_k": 2, "mutants": 3, "crossovers": 2},
+            "budget": {"evaluations": 12}, "seed": 0, "execution": {"backend": "inline"}}
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    result = run_job(spec, store=store)
+    trials = result.trials
+    assert len(trials) == 12 and all(t.feasible for t in trials)
+    assert {t.source["op"] for t in trials} >= {"initial", "mutate"}
+    assert max(t.source["generation"] for t in trials) >= 1
+    start = space.uniform(0.6)
+    assert trials[0].arch_id == start.arch_id  # generation 0 starts from the importance-initialised subnet
+    assert min(t.values["ppl"] for t in trials) <= trials[0].values["ppl"]
+    bad = {**spec, "constraints": [{"name": "kept_ratio", "max": 0.01}]}
+    with pytest.raises(SpecError, match=r"constraints\[0\].*kept_ratio ranges from"):
+        run_job(bad, store=store)
+
+
+# -- Hugging Face Llama checkpoints ------------------------------------------------------------
+def _tiny_llama(**kw):
+    transformers = pytest.importorskip("transformers", reason="the Hugging Face importer is tested with transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(**{"vocab_size": 300, "hidden_size": 64, "intermediate_size": 96,
+                                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+                                      "max_position_embeddings": 128, "rms_norm_eps": 1e-6, **kw})
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_hf_llama_imports_with_the_same_logits(tmp_path, tie):
+    ref = _tiny_llama(tie_word_embeddings=tie)
+    ref.save_pretrained(tmp_path / "llama")
+    p = spaces.import_parent("llm-subnet", "hf-tiny", tmp_path / "llama", format="hf", overwrite=True)
+    ids = torch.randint(0, 300, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(p.module(ids), ref(ids).logits, atol=1e-4, rtol=0)
+    space = spaces.get_space("llm-subnet", parent="hf-tiny", reform=False)
+    check_networks(space, p.module, [space.uniform(0.6), space.largest()])
+
+
+def test_hf_import_bad_input(tmp_path):
+    with pytest.raises(CheckpointError, match="is not a directory"):
+        spaces.import_parent("llm-subnet", "x", tmp_path / "missing", format="hf")
+    ref = _tiny_llama(num_key_value_heads=2)
+    ref.save_pretrained(tmp_path / "gqa")
+    with pytest.raises(CheckpointError, match="num_key_value_heads is 2; llm-subnet imports multi-head"):
+        spaces.import_parent("llm-subnet", "x", tmp_path / "gqa", format="hf")
+    ref = _tiny_llama()
+    ref.save_pretrained(tmp_path / "ok")
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(tmp_path / "ok" / "model.safetensors")
+    del sd["model.layers.1.mlp.up_proj.weight"]
+    save_file(sd, tmp_path / "ok" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="missing 1 tensor.*model.layers.1.mlp.up_proj.weight"):
+        spaces.import_parent("llm-subnet", "x", tmp_path / "ok", format="hf")
+    assert "x" not in spaces.list_parents()
