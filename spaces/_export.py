@@ -104,7 +104,8 @@ def export_architecture(space: SearchSpace, arch: Architecture, out: str | os.Pa
 def _write_safetensors(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path))
+    # cloned: safetensors refuses tensors that share memory (tied embeddings)
+    save_file({k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}, str(path))
 
 
 def _write_torchscript(module: torch.nn.Module, inputs: tuple, path: Path) -> None:

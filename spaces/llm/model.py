@@ -122,17 +122,25 @@ class _Attention(nn.Module):
         base = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
         self.register_buffer("rope_freqs", base[torch.tensor(layer.pairs)], persistent=False)  # (heads, m)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                cache: list[torch.Tensor] | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if mask is not None:  # the parent run as a subnet: removed channels are zero
             q, k, v = q * mask, k * mask, v * mask
         q, k, v = (z.view(b, t, self.heads, self.head_dim).transpose(1, 2) for z in (q, k, v))
-        ang = torch.arange(t, dtype=torch.float32)[:, None, None] * self.rope_freqs[None]  # (t, heads, m)
+        start = cache[0].shape[2] if cache else 0  # decoding: the positions after the cached ones
+        pos = torch.arange(start, start + t, dtype=torch.float32)
+        ang = pos[:, None, None] * self.rope_freqs[None]  # (t, heads, m)
         ang = torch.cat((ang, ang), dim=-1).transpose(0, 1)  # (heads, t, 2m)
         cos, sin = ang.cos().to(q.dtype), ang.sin().to(q.dtype)
         q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        if cache is not None:
+            if cache:
+                k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
+            cache[:] = [k, v]
+        # one new token attends to everything cached; a prompt attends causally
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=bool(t > 1), scale=self.scale)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -157,8 +165,8 @@ class _Layer(nn.Module):
         self.mlp = _MLP(cfg.dim, layer.ffn)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                mlp_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), attn_mask)
+                mlp_mask: torch.Tensor | None = None, cache: list[torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), attn_mask, cache)
         return x + self.mlp(self.post_attention_layernorm(x), mlp_mask)
 
 
@@ -181,6 +189,15 @@ class Llama(nn.Module):
     def forward(self, ids: torch.Tensor, masks: Masks | None = None) -> torch.Tensor:
         """Logits ``(batch, tokens, vocab)``; with ``masks``, of that subnet (no weight copied)."""
         return self.lm_head(self.model.norm(self.hidden(ids, masks)))
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor, cache: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Logits of ``ids`` after the tokens in ``cache`` (one list per layer, filled in
+        place; start with ``[[] for _ in model.model.layers]``): prefill, then decode."""
+        x = self.model.embed_tokens(ids)
+        for layer, c in zip(self.model.layers, cache):
+            x = layer(x, cache=c)
+        return self.lm_head(self.model.norm(x))
 
     def hidden(self, ids: torch.Tensor, masks: Masks | None = None, upto: int | None = None) -> torch.Tensor:
         x = self.model.embed_tokens(ids)

@@ -110,6 +110,12 @@ class _Block(nn.Module):
         return self.ffn(self.attn(x))
 
 
+def _check_layout(config: ViTConfig, layout: str) -> None:
+    # outside the class: TorchScript compiles what a module's methods contain, f-strings included
+    if config.layout != layout:
+        raise ValueError(f"this network takes layout {layout!r}; {config.layout!r} is built by network_class()")
+
+
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU())
 
@@ -119,8 +125,7 @@ class ViT(nn.Module):
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        if config.layout != "efv2":
-            raise ValueError(f"ViT takes layout 'efv2'; {config.layout!r} is built by network_class()")
+        _check_layout(config, "efv2")
         self.config = config
         s0 = config.stages[0]
         self.stem = _conv_bn(config.in_channels, s0.width, 1)

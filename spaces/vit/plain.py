@@ -92,8 +92,7 @@ class PlainViT(nn.Module):
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        if config.layout != "plain" or len(config.stages) != 1:
-            raise ValueError(f"PlainViT takes a one-stage config with layout 'plain', got {config}")
+        _check(config)
         self.config = config
         s = config.stages[0]
         d, p = s.width, config.patch_size
@@ -172,6 +171,12 @@ class SuperPlainViT(PlainViT):
                 out[key] = p[tuple(slice(0, n) for n in t.shape)]
         net.load_state_dict(out)
         return net
+
+
+def _check(config: ViTConfig) -> None:
+    # outside the class: TorchScript compiles what a module's methods contain, f-strings included
+    if config.layout != "plain" or len(config.stages) != 1:
+        raise ValueError(f"PlainViT takes a one-stage config with layout 'plain', got {config}")
 
 
 def _ln(x: torch.Tensor, ln: nn.LayerNorm, w: int) -> torch.Tensor:
