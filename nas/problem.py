@@ -111,12 +111,14 @@ class Problem:
         checked = [(i, c) for i, c in enumerate(self.constraints) if c.key in static]
         if not checked:
             return
-        lo = space.evaluate(space.smallest(), [c.key for _, c in checked])  # type: ignore[attr-defined]
-        hi = space.evaluate(space.largest(), [c.key for _, c in checked])  # type: ignore[attr-defined]
         for i, c in checked:
-            if (c.max is not None and c.max < lo[c.key]) or (c.min is not None and c.min > hi[c.key]):
-                raise SpecError(f"constraints[{i}]", c.describe(), f"{c.key} ranges from {lo[c.key]:.6g} (smallest "
-                                f"architecture) to {hi[c.key]:.6g} (largest) in this space",
+            if hasattr(space, "static_range"):  # a space that knows the span without building architectures
+                lo, hi = space.static_range(c.key)
+            else:
+                lo, hi = (space.evaluate(a, [c.key])[c.key] for a in (space.smallest(), space.largest()))  # type: ignore[attr-defined]
+            if (c.max is not None and c.max < lo) or (c.min is not None and c.min > hi):
+                raise SpecError(f"constraints[{i}]", c.describe(), f"{c.key} ranges from {lo:.6g} (smallest "
+                                f"architecture) to {hi:.6g} (largest) in this space",
                                 reason="no architecture can meet it")
 
     def _check_feasible(self, space: TabularSpace) -> None:

@@ -347,6 +347,14 @@ class LLMSubnetSpace(ElasticSpace):
                                   f"multiply-accumulates per token at {self.config['window']} tokens of context, millions")
         return out
 
+    def static_range(self, key: str) -> tuple[float, float]:
+        """The smallest and largest value of a size metric over the space, from the counts
+        alone (no parent needed: a job's bounds are checked before anything is trained)."""
+        lo = self._counts_config({k: v[0] for k, v in self._choices.items()})
+        hi = self._counts_config({k: v[-1] for k, v in self._choices.items()})
+        f = {"params": self.count_params, "kept_ratio": self.kept_ratio, "mmacs": lambda c: self.count_macs(c) / 1e6}[key]
+        return f(lo), f(hi)
+
     def _counts_config(self, counts: Mapping[str, int]) -> LlamaConfig:
         from .model import LayerConfig
 
