@@ -59,6 +59,10 @@ def test_mutation_and_crossover(space):
     c = space.crossover(a, space.mutate(a, rng, p_ratio=1.0), rng)
     space.validate(c)
     assert space.from_params(c.params_dict()) == c
+    wild = space.mutate(a, rng, p_ratio=1.0)  # every count redrawn: far outside a 2% window
+    fitted = space.fit_bounds(wild, {"kept_ratio": (0.58, 0.60)}, rng)
+    assert 0.58 <= space.evaluate(fitted, ["kept_ratio"])["kept_ratio"] <= 0.60
+    assert space.fit_bounds(a, {"kept_ratio": (0.0, 0.01)}, rng) is None  # below the smallest: impossible
 
 
 def test_bad_input(space):
@@ -71,7 +75,7 @@ def test_bad_input(space):
         space.from_params({**arch, "depth": 9})
     with pytest.raises(InvalidArchitectureError, match="unknown key 'l0.heads'"):
         space.from_params({**arch, "l0.heads": 2})
-    with pytest.raises(spaces.SpacesError, match="space.calib_windows: 100000000 windows"):
+    with pytest.raises(InvalidConfigError, match="space.calib_windows: got 100000000; valid: at most"):
         spaces.get_space("llm-subnet", parent="llm-tiny", calib_windows=100_000_000)
     with pytest.raises(InvalidConfigError, match="space.min_depth"):
         spaces.get_space("llm-subnet", parent="llm-tiny", min_depth=7)

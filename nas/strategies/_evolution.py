@@ -13,8 +13,9 @@ window. Fitness: feasible before infeasible (by total violation), then the non-d
 rank of the objectives, then the first objective.
 
 A space can supply its own operators (``llm-subnet`` mutates masks, methods §1.3):
-``initial_architecture(bounds)``, ``mutate(arch, rng, p_mask=, p_ratio=, p_depth=, alpha=)``
-and ``crossover(a, b, rng)``. Without them, a mutation redraws each choice with
+``initial_architecture(bounds)``, ``mutate(arch, rng, p_mask=, p_ratio=, p_depth=, alpha=)``,
+``crossover(a, b, rng)`` and ``fit_bounds(arch, bounds, rng)`` (moves a candidate into the
+bounds, so that a mutation that changes a size a lot is repaired rather than discarded). Without them, a mutation redraws each choice with
 ``p_ratio`` and a crossover takes each choice from either parent.
 
 Resume: everything is replayed from the trials (each records its generation): the search
@@ -139,7 +140,11 @@ class EvolutionStrategy(Strategy):
         out: list[Proposal] = []
         ids = set(self.seen)
 
+        fit = getattr(self.space, "fit_bounds", None) if self.bounds else None
+
         def add(arch: Architecture | None, op: str, parents: Sequence[Architecture]) -> None:
+            if arch is not None and fit is not None:  # moved into the bounds rather than discarded
+                arch = fit(arch, self.bounds, rng)
             if arch is None or arch.arch_id in ids or not self._allowed(arch):
                 return
             ids.add(arch.arch_id)
