@@ -552,9 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("parents", help="train (once; cached), import or list the parents subnets inherit weights from")
     s.add_argument("action", choices=["train", "list", "import"])
     s.add_argument("name", nargs="?", help="parent name, e.g. vit-small")
-    s.add_argument("--space", help="import: the space the parent is for (vit-elastic, unet-blocks)")
+    s.add_argument("--space", help="import: the space the parent is for (vit-elastic, unet-blocks, llm-subnet)")
     s.add_argument("--from", dest="source", help="import: the checkpoint file or directory")
-    s.add_argument("--format", help="import: the checkpoint's format (timm for vit-elastic, diffusers for unet-blocks)")
+    s.add_argument("--format", help="import: the checkpoint's format (timm for vit-elastic, diffusers for "
+                                    "unet-blocks, hf for llm-subnet)")
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="import: an importer option, e.g. num_heads=3")
     s.add_argument("--overwrite", action="store_true", help="import: replace an imported parent of the same name")
     s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")

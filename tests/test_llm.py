@@ -106,6 +106,16 @@ def test_evolution_job_and_unmeetable_ratio(space, tmp_path):
     bad = {**spec, "constraints": [{"name": "kept_ratio", "max": 0.01}]}
     with pytest.raises(SpecError, match=r"constraints\[0\].*kept_ratio ranges from"):
         run_job(bad, store=store)
+    narrow = {**spec, "constraints": [{"name": "kept_ratio", "min": 0.601, "max": 0.6015}]}
+    with pytest.raises(SpecError, match="no architecture of the space falls inside it"):
+        run_job(narrow, store=store)
+
+
+def test_layer_removal_runs_dense_and_masked_alike():
+    shallow = spaces.get_space("llm-subnet", parent="llm-tiny", reform=False, min_depth=1)
+    arch = shallow.from_params({"depth": 1, "l0.attn": 2, "l0.mlp": 32})
+    check_networks(shallow, shallow.parent().module, [arch, shallow.smallest()])
+    assert len(shallow.materialize(arch).model.layers) == 1
 
 
 # -- Hugging Face Llama checkpoints ------------------------------------------------------------

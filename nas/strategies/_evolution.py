@@ -18,10 +18,10 @@ A space can supply its own operators (``llm-subnet`` mutates masks, methods §1.
 bounds, so that a mutation that changes a size a lot is repaired rather than discarded). Without them, a mutation redraws each choice with
 ``p_ratio`` and a crossover takes each choice from either parent.
 
-Resume: everything is replayed from the trials (each records its generation): the search
-goes on with the generation after the last one recorded, its parents the fittest trials so
-far. Each generation is drawn from ``(seed, generation)`` and the trials so far, so a job
-proposes the same architectures for the same seed.
+Resume: everything is replayed from the trials (each records its generation). A generation
+is drawn from ``(seed, generation)`` and the trials of the generations before it, so the last
+recorded generation is drawn again on resume and its members not yet evaluated are proposed
+next: a resumed job proposes what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = ["EvolutionStrategy"]
 
 class EvolutionStrategy(Strategy):
     name = "evolution"
-    defaults = {"batch_size": 24, "population": 24, "top_k": 5, "mutants": 10, "crossovers": 6,
+    defaults = {"batch_size": 12, "population": 24, "top_k": 5, "mutants": 10, "crossovers": 6,
                 "p0_mask": 0.6, "p0_ratio": 0.3, "p_mask": 0.3, "p_ratio": 0.1, "p_depth": 0.1, "alpha": 0.8}
     rules = {"population": ("int", 2, None), "top_k": ("int", 1, None), "mutants": ("int", 0, None),
              "crossovers": ("int", 0, None), "p0_mask": ("float", 0, 1), "p0_ratio": ("float", 0, 1),
@@ -67,14 +67,27 @@ class EvolutionStrategy(Strategy):
                 self.bounds[c.key] = (c.min if lo is None else max(lo, c.min if c.min is not None else lo),
                                       c.max if hi is None else min(hi, c.max if c.max is not None else hi))
         self.seen: dict[str, TrialRecord | None] = {}
+        self.queue: list[Proposal] = []
         self.generation = 0
+        self.start_arch = self._initial()
+        gens = [g for t in history if isinstance(g := (t.source or {}).get("generation"), int)]
+        if not gens:
+            for t in history:
+                self._see(t)
+            return
+        # resume: a generation is drawn when the one before is fully told, from the trials of the
+        # generations before it; so drawing the last recorded generation again from those trials
+        # gives the same proposals, and the ones not evaluated yet are its remaining queue
+        last = max(gens)
+        for t in history:
+            if not isinstance(g := (t.source or {}).get("generation"), int) or g < last:
+                self._see(t)
+        self.generation = last
+        queue = self._draw_generation()
         for t in history:
             self._see(t)
-            g = (t.source or {}).get("generation")
-            if isinstance(g, int):
-                self.generation = max(self.generation, g + 1)
-        self.queue: list[Proposal] = []
-        self.start_arch = self._initial()
+        self.queue = [p for p in queue if p.arch.arch_id not in self.seen]
+        self.generation = last + 1
 
     def _see(self, t: TrialRecord) -> None:
         if t.state == "complete" and t.values is not None:
@@ -85,8 +98,21 @@ class EvolutionStrategy(Strategy):
     # -- operators (the space's own when it has them) -------------------------------------
     def _initial(self) -> Architecture:
         if hasattr(self.space, "initial_architecture"):
-            return self.space.initial_architecture(self.bounds)
-        return self.space.sample(RandomSuggest(self.ctx.seed))
+            arch = self.space.initial_architecture(self.bounds)
+        else:
+            arch = self.space.sample(RandomSuggest(self.ctx.seed))
+        fit = getattr(self.space, "fit_bounds", None) if self.bounds else None
+        if fit is not None:
+            fitted = fit(arch, self.bounds, random.Random(self.ctx.seed))
+            if fitted is None or not self._allowed(fitted):
+                # the span check passed, but the window is narrower than one step of the space's grid
+                got = self.space.evaluate(arch, list(self.bounds))
+                raise SpecError("constraints", "; ".join(f"{lo} <= {k} <= {hi}" for k, (lo, hi) in self.bounds.items()),
+                                "a range at least one grid step wide; the start architecture has "
+                                + ", ".join(f"{k} {v:.6g}" for k, v in got.items()),
+                                reason="no architecture of the space falls inside it")
+            arch = fitted
+        return arch
 
     def _mutate(self, arch: Architecture, rng: random.Random, p_mask: float, p_ratio: float, p_depth: float) -> Architecture | None:
         try:
@@ -99,7 +125,8 @@ class EvolutionStrategy(Strategy):
                     params[c.name] = rng.choice(list(c.values))
             return self.space.from_params(params)
         except InvalidArchitectureError:
-            return None
+            # a space whose choices combine in restricted ways (a pool such as hwgpt-s): a fresh sample
+            return self.space.sample(RandomSuggest(rng.randrange(2**32)))
 
     def _crossover(self, a: Architecture, b: Architecture, rng: random.Random) -> Architecture | None:
         try:

@@ -22,6 +22,7 @@ __all__ = ["convert", "config_from_hf"]
 # config.json values this importer supports (None: the key may be absent)
 _REQUIRED = {"hidden_act": ("silu",), "attention_bias": (False, None), "mlp_bias": (False, None),
              "rope_scaling": (None,), "pretraining_tp": (1, None)}
+_SHOWN = {None: "null"}
 
 
 def config_from_hf(c: dict[str, Any]) -> LlamaConfig:
@@ -31,7 +32,7 @@ def config_from_hf(c: dict[str, Any]) -> LlamaConfig:
     for key, ok in _REQUIRED.items():
         if c.get(key) not in ok:
             raise CheckpointError(f"Hugging Face config: {key} is {c.get(key)!r}; llm-subnet imports "
-                                  f"{' or '.join(repr(v) for v in ok if v is not None)}")
+                                  f"{' or '.join(_SHOWN.get(v, repr(v)) for v in ok)}")
     try:
         dim, heads, layers = int(c["hidden_size"]), int(c["num_attention_heads"]), int(c["num_hidden_layers"])
         ffn, vocab = int(c["intermediate_size"]), int(c["vocab_size"])
@@ -46,12 +47,15 @@ def config_from_hf(c: dict[str, Any]) -> LlamaConfig:
         raise CheckpointError(f"Hugging Face config: head_dim {head_dim} with {heads} heads; llm-subnet imports "
                               f"an even head_dim with heads * head_dim == hidden_size ({dim})")
     rope = c.get("rope_theta")
-    if rope is None and isinstance(c.get("rope_parameters"), dict):  # transformers 5 spelling
-        rp = c["rope_parameters"]
+    rp = c.get("rope_parameters")
+    if isinstance(rp, dict):  # transformers 5 spelling
         if rp.get("rope_type", "default") != "default":
             raise CheckpointError(f"Hugging Face config: rope_parameters.rope_type is {rp.get('rope_type')!r}; "
                                   "llm-subnet imports 'default' only")
-        rope = rp.get("rope_theta")
+        rope = rp.get("rope_theta", rope)
+    if vocab < 256:
+        raise CheckpointError(f"Hugging Face config: vocab_size is {vocab}; llm-subnet scores parents on byte windows "
+                              "and needs a vocabulary of at least 256 whose first 256 tokens are bytes")
     return LlamaConfig.dense(vocab, dim, heads, layers, ffn, rope_theta=float(rope or 10000.0),
                              eps=float(c.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(c.get("tie_word_embeddings")))
 

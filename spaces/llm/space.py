@@ -87,9 +87,9 @@ class LLMSubnetSpace(ElasticSpace):
         if c["min_depth"] > len(p.layers):
             raise InvalidConfigError("space.min_depth", c["min_depth"], f"0..{len(p.layers)} (the parent's layers)")
         for split, key in (("calibration", "calib_windows"), ("calibration", "fit_windows"), ("test", "test_windows")):
-            room = len(split_tokens(split)) - c["window"] - 1
+            room = len(split_tokens(split)) // (c["window"] + 1)  # windows that do not overlap
             if room < c[key]:  # the text is too short for the windows asked for
-                raise InvalidConfigError(f"space.{key}", c[key], f"at most {max(room, 0)} windows of {c['window'] + 1} "
+                raise InvalidConfigError(f"space.{key}", c[key], f"at most {room} windows of {c['window'] + 1} "
                                          f"tokens (the {split} split has {len(split_tokens(split))} tokens)")
 
     # -- choices -----------------------------------------------------------------------
@@ -213,8 +213,6 @@ class LLMSubnetSpace(ElasticSpace):
             raise InvalidConfigError("scores", kind, ", ".join(_BASELINE_SCORES))
         key = f"scores:{kind}"
         if key not in self._cache.data:
-            import torch
-
             from .importance import Importance, importance
 
             model = self.parent().module
@@ -224,15 +222,14 @@ class LLMSubnetSpace(ElasticSpace):
             else:
                 cfg = model.config
                 attn, mlp = [], []
-                for layer in model.model.layers:
+                for layer in model.model.layers:  # detached: the weights' norms, no graph
                     a, m = layer.self_attn, layer.mlp
                     s = sum(getattr(a, n).weight.pow(2).sum(1) for n in ("q_proj", "k_proj", "v_proj"))
                     s = s + a.o_proj.weight.pow(2).sum(0)
                     attn.append(s.view(cfg.heads, 2, cfg.head_dim // 2).sum(1).detach())
                     mlp.append((m.gate_proj.weight.pow(2).sum(1) + m.up_proj.weight.pow(2).sum(1)
                                 + m.down_proj.weight.pow(2).sum(0)).detach())
-                with torch.no_grad():
-                    self._cache.data[key] = Importance(tuple(attn), tuple(mlp))
+                self._cache.data[key] = Importance(tuple(attn), tuple(mlp))
         return self._cache.data[key]
 
     def _top_masks(self, counts: Mapping[str, int], kind: str) -> Masks:
@@ -509,7 +506,10 @@ class LLMSubnetSpace(ElasticSpace):
 
         model = self.parent_module(parent, Llama)
         if model.config != self.parent_config:
-            raise InvalidArchitectureError(f"{self.name}: the parent does not fit {self.config['parent']!r}")
+            raise InvalidArchitectureError(
+                f"{self.name}: the parent does not fit {self.config['parent']!r}: it is {model.config.dim} wide with "
+                f"{len(model.config.layers)} layers, {self.config['parent']!r} is {self.parent_config.dim} wide with "
+                f"{len(self.parent_config.layers)} (a Hugging Face model becomes a parent with spaces.import_parent)")
         masks = self.masks(arch)
         net = model.slice(masks)
         if self.config["reform"] if reform is None else reform:
@@ -520,6 +520,10 @@ class LLMSubnetSpace(ElasticSpace):
                     net.model.layers[n].self_attn.o_proj.weight.copy_(w_o)
                     net.model.layers[n].mlp.down_proj.weight.copy_(w_d)
         return net.eval()
+
+    def profiling_module(self, arch: Architecture):
+        """The dense subnet for timing: reformation changes values, not shapes or time."""
+        return self.materialize(arch, reform=False)
 
     def run_subnet(self, parent: Any, arch: Architecture, ids: torch.Tensor) -> torch.Tensor:
         from .model import Llama
@@ -538,7 +542,8 @@ def _mutate_mask(old: tuple[int, ...], k: int, size: int, rng: random.Random, p_
     if len(old) == k and rng.random() >= p_mask:
         return old
     keep = rng.sample(old, min(len(old), k, math.ceil(alpha * min(len(old), k))))
-    rest = [i for i in range(size) if i not in set(keep)]
+    kept = set(keep)
+    rest = [i for i in range(size) if i not in kept]
     return tuple(sorted(keep + rng.sample(rest, k - len(keep))))
 
 
