@@ -209,8 +209,10 @@ def main() -> None:
         reform_ok = all(r["ppl_reformed"] < r["ppl_test"] for r in res["rows"].values() if "ppl_reformed" in r)
         verdicts.append(f"{res['ratio']:.0%}: searched+reformed increase {d_s:+.4f} = {d_s / d_u:.2f} x uniform-importance's "
                         f"{d_u:+.4f} ({'meets' if d_s <= 0.7 * d_u else 'misses'} <= 0.7) and {d_s / d_ur:.2f} x "
-                        f"uniform-importance reformed ({d_ur:+.4f}); with the reformed fitness {d_a:+.4f} = "
-                        f"{d_a / d_u:.2f} x and {d_a / d_ur:.2f} x; reformation lowers perplexity in every row: "
+                        f"uniform-importance reformed ({d_ur:+.4f}; {'meets' if d_s <= 0.7 * d_ur else 'misses'}); "
+                        f"with the reformed fitness {d_a:+.4f} = {d_a / d_u:.2f} x and {d_a / d_ur:.2f} x "
+                        f"({'meets' if d_a <= 0.7 * d_ur else 'misses'} against the reformed uniform); "
+                        f"reformation lowers perplexity in every row: "
                         f"{reform_ok}; search {res['search_s']:.0f} s ({res['trials']} trials), with the reformed "
                         f"fitness {res['aware_s']:.0f} s")
 

@@ -1,4 +1,4 @@
-"""The ``llm-subnet`` parents: ``llm-small`` (the default; about 15 minutes on two cores) and
+"""The ``llm-subnet`` parents: ``llm-small`` (the default; 15 to 40 minutes on two cores) and
 ``llm-tiny`` (for tests; seconds), byte-level LLaMA decoders trained on the standard library."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .model import LlamaConfig
 __all__ = ["PARENT_CONFIGS", "PARENT_STEPS"]
 
 PARENT_CONFIGS = {
-    "llm-small": LlamaConfig.dense(VOCAB, 128, 4, 6, 352),  # 1.25M parameters, head_dim 32
+    "llm-small": LlamaConfig.dense(VOCAB, 128, 4, 6, 352),  # 1.27M parameters, head_dim 32
     "llm-tiny": LlamaConfig.dense(VOCAB, 32, 2, 2, 64),
 }
 PARENT_STEPS = {"llm-small": 1500, "llm-tiny": 40}
