@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import pickle
@@ -209,8 +210,6 @@ def import_parent(space: str, name: str, source: Any, *, format: str, overwrite:
         raise InvalidConfigError("name", name, "a new name, or overwrite=True (--overwrite) to replace the imported "
                                  "parent of this name")
     convert = _import(importers[format])
-    import inspect
-
     accepted = [n for n, prm in inspect.signature(convert).parameters.items() if prm.kind == prm.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(accepted))
     if unknown:

@@ -396,8 +396,13 @@ class LLMSubnetSpace(ElasticSpace):
         alone (no parent needed: a job's bounds are checked before anything is trained)."""
         lo = self._counts_config({k: v[0] for k, v in self._choices.items()})
         hi = self._counts_config({k: v[-1] for k, v in self._choices.items()})
-        f = {"params": self.count_params, "kept_ratio": self.kept_ratio, "mmacs": lambda c: self.count_macs(c) / 1e6}[key]
-        return f(lo), f(hi)
+        return self._size(key, lo), self._size(key, hi)
+
+    def _size(self, key: str, cfg: LlamaConfig) -> float:
+        """A metric of ``static_metrics`` of a dense config."""
+        if key == "params":
+            return float(self.count_params(cfg))
+        return self.count_macs(cfg) / 1e6 if key == "mmacs" else self.kept_ratio(cfg)
 
     def _counts_config(self, counts: Mapping[str, int]) -> LlamaConfig:
         from .model import LayerConfig
@@ -427,11 +432,13 @@ class LLMSubnetSpace(ElasticSpace):
         return self.count_params(subnet) / self.count_params(self.parent_config)
 
     def evaluate(self, arch: Architecture, keys: Sequence[str]) -> dict[str, float]:
-        out = {}
-        if "kept_ratio" in keys:
-            out["kept_ratio"] = self.kept_ratio(self.subnet(arch))
-        rest = [k for k in keys if k != "kept_ratio"]
-        return {**out, **(super().evaluate(arch, rest) if rest else {})}
+        """Sizes from the counts alone (which channels are kept does not change them: no mask
+        is decoded, as the evolution's bounds check asks for every candidate); quality from ``measure``."""
+        self.validate(arch)
+        sizes = self._counts_config(arch.params)
+        out = {k: self._size(k, sizes) for k in keys if k in self.static_metrics}
+        rest = [k for k in keys if k not in self.static_metrics]
+        return {**out, **(self.measure(arch, rest) if rest else {})}
 
     def encode(self, archs: Sequence[Architecture]) -> np.ndarray:
         """Per layer the kept attention and MLP fractions (0 for a removed layer), the depth
@@ -445,7 +452,7 @@ class LLMSubnetSpace(ElasticSpace):
                 out[r, 2 * i] = a.params[f"l{i}.attn"] / half
                 out[r, 2 * i + 1] = a.params[f"l{i}.mlp"] / p.layers[i].ffn
             out[r, -2] = d / n
-            out[r, -1] = self.kept_ratio(self.subnet(a))
+            out[r, -1] = self.kept_ratio(self._counts_config(a.params))
         return out
 
     def graph(self, arch: Architecture):

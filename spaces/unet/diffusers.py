@@ -57,10 +57,6 @@ class DiffusersUNetConfig:
     layout: str = "diffusers"
 
     @property
-    def attn_stages(self) -> tuple[int, ...]:
-        return tuple(sorted(set(self.attn_down) | set(self.attn_up)))
-
-    @property
     def temb_dim(self) -> int:
         return self.temb or 4 * self.widths[0]
 
