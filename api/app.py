@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from typing import Any
@@ -76,13 +77,27 @@ def _replay(messages: list[dict], receive):
     return replayed
 
 
+def _lifespan(settings: Settings):
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from anyio import to_thread
+
+        # the routes are plain functions run in anyio's thread pool; its 40 threads fighting for
+        # the GIL cost more than they overlap (a request's SQL is well under a millisecond), and
+        # under a burst that contention made every request slower: a few threads drain it faster
+        to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        yield
+
+    return lifespan
+
+
 def create_app(settings: Settings | None = None, store: Any = None) -> FastAPI:
     """The API over ``store`` (a :class:`nas.storage.Store`; default: ``settings.database_url``)."""
     from nas.storage import Store
 
     settings = settings or Settings.from_env()
     store = store or Store(settings.database_url)
-    app = FastAPI(title="nas-service", version=_version(),
+    app = FastAPI(title="nas-service", version=_version(), lifespan=_lifespan(settings),
                   description="Neural architecture search as a service: jobs, trials, Pareto fronts, "
                               "architectures, spaces, latency targets and measurements.")
     app.state.settings, app.state.store = settings, store

@@ -16,6 +16,8 @@ from nas.cli import _fail  # one error format for every nas command
 
 __all__ = ["register"]
 
+KEEP_ALIVE_S = 65
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The embedded default: the API on loopback, one runner process, SQLite unless
@@ -72,7 +74,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"admin token (shown once): {shown}", flush=True)
     print(f"database: {store.display_url()}; {args.runners} runner(s)", flush=True)
     try:
-        uvicorn.run(create_app(settings, store), host=args.host, port=args.port, log_level="warning")
+        # dashboards poll every few seconds: a keep-alive longer than uvicorn's 5 s default keeps
+        # their connections open between polls instead of racing the server's close
+        uvicorn.run(create_app(settings, store), host=args.host, port=args.port, log_level="warning",
+                    timeout_keep_alive=KEEP_ALIVE_S)
     finally:
         for p in runners:
             p.terminate()

@@ -13,12 +13,13 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @dataclass(frozen=True)
 class Settings:
     """``NAS_DATABASE_URL``, ``NAS_API_HOST`` (127.0.0.1), ``NAS_API_PORT`` (8000),
-    ``NAS_MAX_BODY_BYTES`` (1 MiB). Reads need a token too when the host is not loopback."""
+    ``NAS_MAX_BODY_BYTES`` (1 MiB), ``NAS_API_THREADS`` (8: threads serving requests). Reads need a token too when the host is not loopback."""
 
     database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1 << 20
+    threads: int = 8
 
     @property
     def auth_reads(self) -> bool:
@@ -40,4 +41,4 @@ class Settings:
 
         return cls(database_url=os.environ.get("NAS_DATABASE_URL") or None,
                    host=os.environ.get("NAS_API_HOST", "127.0.0.1"), port=num("NAS_API_PORT", 8000),
-                   max_body_bytes=num("NAS_MAX_BODY_BYTES", 1 << 20))
+                   max_body_bytes=num("NAS_MAX_BODY_BYTES", 1 << 20), threads=num("NAS_API_THREADS", 8))

@@ -89,36 +89,82 @@ def timed_get(url: str, token: str) -> tuple[float, int]:
     return (time.perf_counter() - t0) * 1e3, status
 
 
-async def poll(base: str, token: str, job_id: str, clients: int, seconds: float, interval: float) -> dict:
-    import httpx
+class _Conn:
+    """One keep-alive HTTP/1.1 connection, as a browser tab polling the API holds: a minimal
+    client on asyncio streams, so that 200 of them cost the machine little next to the server
+    they measure (a general-purpose client spends more per request than the server does)."""
 
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.host, self.port, self.token = host, port, token
+        self.reader = self.writer = None
+
+    async def get(self, path: str) -> int:
+        for attempt in (0, 1):  # a connection the server closed while idle is reopened once, as browsers do
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.token}"
+                                  f"\r\n\r\n".encode())
+                head = await self.reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.close()
+                if attempt:
+                    raise
+                continue
+            lines = head.decode("latin-1").split("\r\n")
+            headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+            await self.reader.readexactly(int(headers["content-length"]))
+            if headers.get("connection") == "close":
+                self.close()
+            return int(lines[0].split(" ", 2)[1])
+        raise ConnectionError("unreachable")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def poll(base: str, token: str, job_id: str, clients: int, seconds: float, interval: float) -> dict:
+    host, port = base.rsplit("/", 1)[1].split(":")
     lat: list[float] = []
     errors: dict[str, int] = {}
     paths = ["/api/v1/jobs?limit=20", f"/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}/trials?limit=50&order=desc"]
     stop = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, limits=limits,
-                                 timeout=30) as client:
-        async def one(i: int) -> None:
-            k = i
-            await asyncio.sleep(interval * i / clients)  # spread the clients over the interval
-            while time.monotonic() < stop:
-                t_next = time.monotonic() + interval
-                path = paths[k % len(paths)]
-                k += 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.get(path)
-                    if r.status_code >= 400:
-                        errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
-                except Exception as e:
-                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
-                    continue
-                lat.append((time.perf_counter() - t0) * 1e3)
-                await asyncio.sleep(max(0.0, t_next - time.monotonic()))
 
-        await asyncio.gather(*(one(i) for i in range(clients)))
+    async def one(i: int) -> None:
+        conn = _Conn(host, int(port), token)
+        k = i
+        await asyncio.sleep(interval * i / clients)  # spread the clients over the interval
+        while time.monotonic() < stop:
+            t_next = time.monotonic() + interval
+            path = paths[k % len(paths)]
+            k += 1
+            t0 = time.perf_counter()
+            try:
+                status = await asyncio.wait_for(conn.get(path), 30)
+                if status >= 400:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+            except Exception as e:
+                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                conn.close()
+                continue
+            lat.append((time.perf_counter() - t0) * 1e3)
+            await asyncio.sleep(max(0.0, t_next - time.monotonic()))
+        conn.close()
+
+    await asyncio.gather(*(one(i) for i in range(clients)))
     return {**percentiles(lat), "errors": errors, "requests_per_s": len(lat) / seconds}
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the server process, its runners, and this process."""
+    import psutil
+
+    server = psutil.Process(pid)
+    own = psutil.Process()
+    t = lambda p: sum(p.cpu_times()[:2])  # noqa: E731
+    return {"server": t(server), "runners": sum(t(c) for c in server.children(recursive=True)), "clients": t(own)}
 
 
 def main() -> None:
@@ -169,11 +215,14 @@ def main() -> None:
             results["reads"][name] = percentiles(ms)
             print(f"{name}: {results['reads'][name]}", file=sys.stderr, flush=True)
         # 2. polling while a job writes
-        spec = dict(SPEC, budget={"evaluations": 15000}, strategy={"name": "random", "batch_size": 20})
+        spec = dict(SPEC, budget={"evaluations": 1_000_000}, strategy={"name": "random", "batch_size": 20})  # cancelled after
         req = urllib.request.Request(base + "/api/v1/jobs", data=json.dumps(spec).encode(), method="POST",
                                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         writing = json.loads(urllib.request.urlopen(req).read())["id"]
+        cpu0 = cpu_seconds(proc.pid)
         results["polling"] = asyncio.run(poll(base, token, writing, args.clients, args.seconds, args.interval))
+        cpu1 = cpu_seconds(proc.pid)
+        results["polling"]["cpu_share"] = {k: (cpu1[k] - cpu0[k]) / args.seconds for k in cpu0}
         state = json.loads(urllib.request.urlopen(urllib.request.Request(
             f"{base}/api/v1/jobs/{writing}", headers={"Authorization": f"Bearer {token}"})).read())
         results["polling"]["trials_written"] = state["n_trials"]
@@ -202,7 +251,8 @@ def main() -> None:
               f"{results['pareto_first_ms']:.0f} ms.", "",
               f"{args.clients} clients polling every {args.interval:g} s for {args.seconds:.0f} s while a job wrote {p['trials_written']} trials: "
               f"{p['n']} requests ({p['requests_per_s']:.0f}/s), errors {p['errors'] or 'none'}, p50 {p['p50']:.1f} ms, "
-              f"p95 {p['p95']:.1f} ms, p99 {p['p99']:.1f} ms.", "",
+              f"p95 {p['p95']:.1f} ms, p99 {p['p99']:.1f} ms. CPU (cores busy on average): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in p["cpu_share"].items()) + ".", "",
               f"Job submissions: {results['submissions_per_s']:.0f}/s (sequential, each validated and queued)."]
     md = "\n".join(lines)
     print(md)

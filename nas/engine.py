@@ -287,6 +287,8 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
             known.setdefault(t.arch_id, t)
     n_trials = len(history)
     n_eval = sum(t.counts_as_evaluation for t in history)
+    front = _RunningFront(problem)
+    front.add(history)
     rnd = rounds[-1].round + 1 if rounds else 0
     if history:
         job_log(f"resuming at round {rnd} with {n_trials} trials ({n_eval} evaluations) already stored")
@@ -325,8 +327,8 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
         for t in trials:
             if t.state != "fail":
                 known.setdefault(t.arch_id, t)
-        all_trials = history + trials
-        hv, best = _summary(all_trials, problem, bounds)
+        front.add(trials)
+        hv, best = front.summary(bounds)
         n_trials += len(trials)
         n_eval += new_evals
         rec = RoundRecord(job_id=job_id, round=rnd, n_trials=n_trials, n_evaluations=n_eval,
@@ -336,7 +338,6 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
                                 "unmeasured": sum(t.state == "unmeasured" for t in trials)})
         store.save_round(job_id, owner, trials, rec, strategy.get_state(), hypervolume=hv,
                          measurements=_measurements(measurements, job_log))
-        history = all_trials
         if progress:
             progress(Progress(job_id, rnd, n_eval, budget, n_trials, hv, best))
         rnd += 1
@@ -396,22 +397,45 @@ def _front(trials: list[TrialRecord], problem: Problem) -> list[TrialRecord]:
     return [ok[i] for i in sorted(pareto_front(values, problem.directions))]
 
 
-def _summary(trials: list[TrialRecord], problem: Problem,
-             bounds: tuple[np.ndarray, np.ndarray] | None) -> tuple[float | None, dict[str, float]]:
-    front = _front(trials, problem)
-    if not front:
-        return None, {}
-    values = np.array([problem.vector(t.values) for t in front])
-    best = {o.key: float(values[:, j].max() if o.direction == "maximize" else values[:, j].min())
-            for j, o in enumerate(problem.objectives)}
-    if bounds is None:  # no table: normalise by what the job has seen
-        done = np.array([problem.vector(t.values) for t in trials if t.state == "complete"])
-        bounds = done.min(axis=0), done.max(axis=0)
-    lo, hi = bounds
-    # lo/hi are per-objective min/max in the objective's own units
-    worst = np.where(np.array(problem.directions) == "maximize", lo, hi)
-    bestb = np.where(np.array(problem.directions) == "maximize", hi, lo)
-    return normalized_hypervolume(values, problem.directions, bestb, worst), best
+class _RunningFront:
+    """The Pareto front of a job's trials and the range of their objectives, kept round by round.
+
+    The front of all trials is the front of the previous front and the new trials (a trial
+    once dominated stays dominated), so a round costs the size of the front, not of the job's
+    history: at 20,000 trials recomputing it from scratch was two thirds of a runner's time.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.trials: list[TrialRecord] = []
+        self._seen: set[str] = set()
+        self._lo = self._hi = None  # per-objective range of every complete trial (feasible or not)
+
+    def add(self, trials: list[TrialRecord]) -> None:
+        complete = [t for t in trials if t.state == "complete"]
+        if not complete:
+            return
+        v = np.array([self.problem.vector(t.values) for t in complete])
+        lo, hi = v.min(axis=0), v.max(axis=0)
+        self._lo = lo if self._lo is None else np.minimum(self._lo, lo)
+        self._hi = hi if self._hi is None else np.maximum(self._hi, hi)
+        new = [t for t in complete if t.feasible and t.arch_id not in self._seen]
+        self._seen.update(t.arch_id for t in new)
+        if new:
+            self.trials = _front(self.trials + new, self.problem)
+
+    def summary(self, bounds: tuple[np.ndarray, np.ndarray] | None) -> tuple[float | None, dict[str, float]]:
+        """The front's hypervolume (normalised by ``bounds``, else by the range seen) and best values."""
+        if not self.trials:
+            return None, {}
+        problem = self.problem
+        values = np.array([problem.vector(t.values) for t in self.trials])
+        best = {o.key: float(values[:, j].max() if o.direction == "maximize" else values[:, j].min())
+                for j, o in enumerate(problem.objectives)}
+        lo, hi = bounds if bounds is not None else (self._lo, self._hi)  # per-objective min/max, own units
+        worst = np.where(np.array(problem.directions) == "maximize", lo, hi)
+        bestb = np.where(np.array(problem.directions) == "maximize", hi, lo)
+        return normalized_hypervolume(values, problem.directions, bestb, worst), best
 
 
 def _result(store: Store, job_id: str, problem: Problem, space: SearchSpace) -> JobResult:

@@ -314,3 +314,41 @@ def test_run_job_end_to_end(store, tiny_spec):
     assert all(t.state == "complete" and set(t.values) == {"accuracy", "latency_ms@raspi4"} for t in trials)
     assert result.pareto and {t.arch_id for t in result.pareto} <= {t.arch_id for t in trials}
     assert job.hypervolume == result.hypervolume is not None
+
+
+def test_trial_pages_match_a_python_sort_and_follow_new_rounds(store):
+    job = new_job(store)
+    failed = {3, 8, 11}
+    first = [trial(job.id, n, 0, state="fail" if n in failed else "complete") for n in range(25)]
+    store.save_round(job.id, "me", first, round_record(job.id, 0, 25), None)
+
+    def expect(trials, key, desc):  # trials without the key last, ties by number
+        has = sorted((t for t in trials if t.metrics and key in t.metrics),
+                     key=lambda t: ((-1 if desc else 1) * t.metrics[key], t.number))
+        return [t.number for t in has] + [t.number for t in trials if not (t.metrics and key in t.metrics)]
+
+    rows, total = store.page_trials(job.id, limit=5, offset=20)
+    assert total == 25 and [t.number for t in rows] == [20, 21, 22, 23, 24]
+    assert rows[0] == first[20].__class__(**{**first[20].to_dict(), "sampler": None})  # all but the replay data
+    rows, total = store.page_trials(job.id, desc=True, limit=3)
+    assert [t.number for t in rows] == [24, 23, 22]
+    rows, total = store.page_trials(job.id, state="fail")
+    assert total == 3 and [t.number for t in rows] == sorted(failed)
+    rows, total = store.page_trials(job.id, sort="accuracy", desc=True, limit=25)
+    assert [t.number for t in rows] == expect(first, "accuracy", True)
+    assert store.page_trials(job.id, limit=5, offset=25) == ([], 25)
+
+    # a new round: the cached order and count of the job's previous version are not served
+    second = [trial(job.id, n, 1, arch=n + 100, state="fail" if n % 2 else "complete") for n in range(25, 35)]
+    store.save_round(job.id, "me", second, round_record(job.id, 1, 35), None)
+    rows, total = store.page_trials(job.id, sort="accuracy", limit=50)
+    assert total == 35 and [t.number for t in rows] == expect(first + second, "accuracy", False)
+    assert store.page_trials(job.id, state="fail")[1] == 3 + 5
+
+
+def test_a_revoked_token_stops_working_at_once(store):
+    secret, rec = store.create_token("ci", ["read"])
+    assert store.verify_token(secret)["scopes"] == ["read"]
+    assert store.verify_token(secret)["scopes"] == ["read"]  # now from the cache
+    store.revoke_token(rec["id"])
+    assert store.verify_token(secret) is None

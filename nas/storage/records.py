@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -48,7 +48,7 @@ class TrialRecord:
         return self.state != "unmeasured" and not (self.source or {}).get("cached", False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _shallow(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialRecord:
@@ -68,7 +68,7 @@ class RoundRecord:
     info: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _shallow(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RoundRecord:
@@ -101,7 +101,7 @@ class JobRecord:
     strategy_state: bytes | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = _shallow(self)
         d.pop("strategy_state")
         for k in ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at"):
             d[k] = _iso(d[k])
@@ -114,3 +114,9 @@ class JobRecord:
             if d.get(k) is not None:
                 d[k] = datetime.fromisoformat(d[k])
         return cls(**d)
+
+
+def _shallow(record: Any) -> dict[str, Any]:
+    """The record's fields as a dict, sharing its values: ``asdict``'s deep copy of every nested
+    spec and metric dict was most of the cost of rendering a polled job list."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}

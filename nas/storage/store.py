@@ -16,8 +16,11 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import threading
 import time
 import uuid
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +39,12 @@ __all__ = ["Store", "default_database_url", "DATABASE_ENV_VAR"]
 
 DATABASE_ENV_VAR = "NAS_DATABASE_URL"
 MIGRATIONS = Path(__file__).parent / "migrations"
+TOKEN_CACHE_S = 5.0
+_PAGE_CACHE_ENTRIES = 32  # a sorted order of 100,000 trials is 800 kB
+# what a page of trials shows (no ``sampler``: the strategy's replay data stays in the database)
+_PAGE_COLUMNS = (Trial.id, Trial.job_id, Trial.number, Trial.round, Trial.arch_id, Trial.state, Trial.values,
+                 Trial.metrics, Trial.constraints, Trial.feasible, Trial.source, Trial.error, Trial.duration_s,
+                 ArchitectureRow.space, ArchitectureRow.space_version, ArchitectureRow.params)
 
 
 def _now() -> datetime:
@@ -74,6 +83,9 @@ class Store:
         self.url = url or default_database_url()
         self.engine: Engine = self._make_engine(self.url, echo)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._page_cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._live_tokens: dict[str, tuple[float, dict[str, Any]]] = {}
         if migrate:
             self.upgrade()
 
@@ -86,12 +98,13 @@ class Store:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            # the API serves requests from a thread pool: a small pool would queue them behind each other
-            engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
+            # the API serves requests from a thread pool of 40 (anyio's default): a smaller pool would
+            # open and close a connection (and run its pragmas) for every request beyond it
+            engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=40, max_overflow=20)
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         try:
-            return create_engine(url, echo=echo, pool_pre_ping=True)
+            return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=20, max_overflow=20)
         except (ArgumentError, ImportError) as e:
             raise StorageError(f"database URL {url!r} is not usable ({e}); use e.g. sqlite:///path/nas.db or "
                                "postgresql://user@host:5432/db") from e
@@ -295,18 +308,36 @@ class Store:
             if row is None:
                 raise KeyError(f"token: got {token_id!r}; no such token (see `nas tokens list`)")
             row.revoked_at = row.revoked_at or _now()
-            return self._token(row)
+            record = self._token(row)
+        with self._cache_lock:
+            self._live_tokens.clear()
+        return record
 
     def verify_token(self, secret: str) -> dict[str, Any] | None:
-        """The token's record if ``secret`` is a live token, else None."""
+        """The token's record if ``secret`` is a live token, else None.
+
+        A live token is remembered for ``TOKEN_CACHE_S`` seconds (every request of a polling
+        dashboard is authenticated; the lookup would be a third of its cost): a revocation made
+        through this Store takes effect at once, one made by another process within that time.
+        """
         import hashlib
 
         digest = hashlib.sha256(secret.encode()).hexdigest()
+        now = time.monotonic()
+        with self._cache_lock:
+            hit = self._live_tokens.get(digest)
+        if hit is not None and hit[0] > now:
+            return dict(hit[1])
         with self._session() as s:
             row = s.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).first()
             if row is None or row.revoked_at is not None:
                 return None
-            return self._token(row)
+            record = self._token(row)
+        with self._cache_lock:
+            if len(self._live_tokens) > 10_000:
+                self._live_tokens.clear()
+            self._live_tokens[digest] = (now + TOKEN_CACHE_S, record)
+        return dict(record)
 
     @staticmethod
     def _token(t: ApiToken) -> dict[str, Any]:
@@ -376,22 +407,50 @@ class Store:
     def page_trials(self, job_id: str, *, state: str | None = None, sort: str | None = None, desc: bool = False,
                     limit: int = 50, offset: int = 0) -> tuple[list[TrialRecord], int]:
         """One page of a job's trials and the total matching, sorted in SQL (by number, or by an
-        objective/metric key: ``sort="latency_ms@raspi4"``; trials without it come last)."""
-        base = select(Trial, ArchitectureRow).join(ArchitectureRow, Trial.arch_id == ArchitectureRow.arch_id) \
-            .where(Trial.job_id == job_id)
-        count = select(func.count()).select_from(Trial).where(Trial.job_id == job_id)
-        if state is not None:
-            base, count = base.where(Trial.state == state), count.where(Trial.state == state)
-        if sort in (None, "number"):
-            base = base.order_by(Trial.number.desc() if desc else Trial.number)
-        else:
-            value = Trial.metrics[sort].as_float()
-            base = base.order_by(value.is_(None), value.desc() if desc else value, Trial.number)
-        base = base.limit(limit).offset(offset)
+        objective/metric key: ``sort="latency_ms@raspi4"``; trials without it come last).
+
+        A page costs the same at any offset: the ids are found on the ``(job_id, number)``
+        index alone, then only the page's rows are read. Trials are never updated, so a job's
+        ``n_trials`` versions it: the total of an unfiltered page is that counter, and the
+        order by a metric (a sort over every row's JSON) is computed once per version.
+        ``sampler`` is not loaded (use :meth:`load_trials`).
+        """
         with self._session() as s:
-            total = s.scalar(count) or 0
-            rows = [self._trial(t, a) for t, a in s.execute(base)]
-        return rows, total
+            n_trials = s.scalar(select(Job.n_trials).where(Job.id == job_id)) or 0
+            where = [Trial.job_id == job_id] + ([Trial.state == state] if state is not None else [])
+            if state is None:
+                total = n_trials
+            else:
+                total = self._cached(("count", job_id, n_trials, state), lambda: s.scalar(
+                    select(func.count()).select_from(Trial).where(*where)) or 0)
+            if sort in (None, "number"):
+                ids = s.scalars(select(Trial.id).where(*where).order_by(Trial.number.desc() if desc else Trial.number)
+                                .limit(limit).offset(offset)).all()
+            else:
+                value = Trial.metrics[sort].as_float()
+                order = self._cached(("order", job_id, n_trials, state, sort, desc), lambda: array("q", s.scalars(
+                    select(Trial.id).where(*where)
+                    .order_by(value.is_(None), value.desc() if desc else value, Trial.number)).all()))
+                ids = order[offset:offset + limit].tolist()
+            if not ids:
+                return [], total
+            rows = {r.id: r for r in s.execute(select(*_PAGE_COLUMNS).join(
+                ArchitectureRow, Trial.arch_id == ArchitectureRow.arch_id).where(Trial.id.in_(ids)))}
+        return [self._trial_row(rows[i]) for i in ids], total
+
+    def _cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """A small per-Store cache of values derived from a job's immutable trials (the key
+        holds the job's ``n_trials``, so a new round makes a new key)."""
+        with self._cache_lock:
+            if key in self._page_cache:
+                self._page_cache.move_to_end(key)
+                return self._page_cache[key]
+        value = compute()
+        with self._cache_lock:
+            self._page_cache[key] = value
+            while len(self._page_cache) > _PAGE_CACHE_ENTRIES:
+                self._page_cache.popitem(last=False)
+        return value
 
     def find_trial(self, arch_id: str, job_id: str | None = None) -> TrialRecord | None:
         """The first measured trial of ``arch_id`` in ``job_id``, or in the most recent job
@@ -552,6 +611,14 @@ class Store:
         return TrialRecord(job_id=t.job_id, number=t.number, round=t.round, arch=cls._arch(a), state=t.state,
                            values=t.values, metrics=t.metrics, constraints=t.constraints, feasible=t.feasible,
                            source=t.source, sampler=t.sampler, error=t.error, duration_s=t.duration_s)
+
+    @staticmethod
+    def _trial_row(r: Any) -> TrialRecord:
+        return TrialRecord(job_id=r.job_id, number=r.number, round=r.round,
+                           arch={"arch_id": r.arch_id, "space": r.space, "space_version": r.space_version,
+                                 "params": r.params}, state=r.state, values=r.values, metrics=r.metrics,
+                           constraints=r.constraints, feasible=r.feasible, source=r.source, error=r.error,
+                           duration_s=r.duration_s)
 
     @staticmethod
     def _record(j: Job, with_state: bool = False) -> JobRecord:
