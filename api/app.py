@@ -102,6 +102,9 @@ def create_app(settings: Settings | None = None, store: Any = None) -> FastAPI:
                               "architectures, spaces, latency targets and measurements.")
     app.state.settings, app.state.store = settings, store
     app.state.pareto_cache = {}
+    from nas.fronts import StoredFronts
+
+    app.state.fronts = StoredFronts(store)
     from .refit import Refitter
 
     app.state.refitter = Refitter(store)
@@ -271,18 +274,16 @@ def _routes() -> APIRouter:
 
     @r.get("/jobs/{job_id}/pareto", tags=["jobs"], dependencies=[require("read")])
     def pareto(request: Request, job_id: str) -> dict[str, Any]:
-        from nas.engine import _result
-
         store = request.app.state.store
         rec = store.get_job(job_id)
         key = (job_id, rec.n_trials, rec.state)
         cache = request.app.state.pareto_cache
         if key not in cache:  # recomputed only when the job has new trials
             job = prepare_job(JobSpec.from_dict(rec.spec))
-            result = _result(store, job_id, job.problem, job.space)
+            front = request.app.state.fronts.get(job_id, rec.n_trials, job.problem)
             cache[key] = {"objectives": [o.__dict__ for o in job.problem.objectives],
                           "constraints": [c.__dict__ for c in job.problem.constraints],
-                          "items": [_trial_json(t) for t in result.pareto]}
+                          "items": [_trial_json(t) for t in front]}
             if len(cache) > 256:
                 cache.pop(next(iter(cache)))
         return JSONResponse(cache[key])

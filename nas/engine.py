@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import numpy as np
 
 from spaces import Architecture, InvalidConfigError, SearchSpace, SpacesError, UnknownSpaceError, get_space
 
 from .errors import EvaluationError, JobCancelled, JobConflictError, NasError, SpecError
 from .evaluation import Executor, make_evaluator, make_executor
-from .pareto import normalized_hypervolume, pareto_front
+from .fronts import RunningFront, front_of
 from .problem import Problem
 from .spec import JobSpec
 from .storage import JobRecord, RoundRecord, Store, TrialRecord
@@ -287,7 +286,7 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
             known.setdefault(t.arch_id, t)
     n_trials = len(history)
     n_eval = sum(t.counts_as_evaluation for t in history)
-    front = _RunningFront(problem)
+    front = RunningFront(problem)
     front.add(history)
     rnd = rounds[-1].round + 1 if rounds else 0
     if history:
@@ -385,63 +384,10 @@ def _make_trial(job_id: str, number: int, rnd: int, arch: Architecture, problem:
                        duration_s=duration, source=source)
 
 
-def _front(trials: list[TrialRecord], problem: Problem) -> list[TrialRecord]:
-    ok, seen = [], set()
-    for t in trials:
-        if t.state == "complete" and t.feasible and t.arch_id not in seen:
-            seen.add(t.arch_id)
-            ok.append(t)
-    if not ok:
-        return []
-    values = np.array([problem.vector(t.values) for t in ok])
-    return [ok[i] for i in sorted(pareto_front(values, problem.directions))]
-
-
-class _RunningFront:
-    """The Pareto front of a job's trials and the range of their objectives, kept round by round.
-
-    The front of all trials is the front of the previous front and the new trials (a trial
-    once dominated stays dominated), so a round costs the size of the front, not of the job's
-    history: at 20,000 trials recomputing it from scratch was two thirds of a runner's time.
-    """
-
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-        self.trials: list[TrialRecord] = []
-        self._seen: set[str] = set()
-        self._lo = self._hi = None  # per-objective range of every complete trial (feasible or not)
-
-    def add(self, trials: list[TrialRecord]) -> None:
-        complete = [t for t in trials if t.state == "complete"]
-        if not complete:
-            return
-        v = np.array([self.problem.vector(t.values) for t in complete])
-        lo, hi = v.min(axis=0), v.max(axis=0)
-        self._lo = lo if self._lo is None else np.minimum(self._lo, lo)
-        self._hi = hi if self._hi is None else np.maximum(self._hi, hi)
-        new = [t for t in complete if t.feasible and t.arch_id not in self._seen]
-        self._seen.update(t.arch_id for t in new)
-        if new:
-            self.trials = _front(self.trials + new, self.problem)
-
-    def summary(self, bounds: tuple[np.ndarray, np.ndarray] | None) -> tuple[float | None, dict[str, float]]:
-        """The front's hypervolume (normalised by ``bounds``, else by the range seen) and best values."""
-        if not self.trials:
-            return None, {}
-        problem = self.problem
-        values = np.array([problem.vector(t.values) for t in self.trials])
-        best = {o.key: float(values[:, j].max() if o.direction == "maximize" else values[:, j].min())
-                for j, o in enumerate(problem.objectives)}
-        lo, hi = bounds if bounds is not None else (self._lo, self._hi)  # per-objective min/max, own units
-        worst = np.where(np.array(problem.directions) == "maximize", lo, hi)
-        bestb = np.where(np.array(problem.directions) == "maximize", hi, lo)
-        return normalized_hypervolume(values, problem.directions, bestb, worst), best
-
-
 def _result(store: Store, job_id: str, problem: Problem, space: SearchSpace) -> JobResult:
     record = store.get_job(job_id)
     trials = store.load_trials(job_id)
-    return JobResult(job_id=job_id, state=record.state, trials=trials, pareto=_front(trials, problem),
+    return JobResult(job_id=job_id, state=record.state, trials=trials, pareto=front_of(trials, problem),
                      hypervolume=record.hypervolume, database=store.display_url(),
                      objectives=[{"key": o.key, "direction": o.direction} for o in problem.objectives],
                      n_evaluations=sum(t.counts_as_evaluation for t in trials), budget=record.budget)

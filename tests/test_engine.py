@@ -636,3 +636,35 @@ def test_unspent_budget_is_reported(store, monkeypatch):
     assert result.state == "completed" and (result.n_evaluations, result.budget) == (1, 5)
     assert len(result.trials) == 4 and sum(bool((t.source or {}).get("cached")) for t in result.trials) == 3
     assert any("budget not spent: 1 of 5" in m for _, m in store.logs(result.job_id))
+
+
+def test_stored_fronts_follow_a_job_round_by_round_and_match_the_full_front(store_url):
+    """StoredFronts (the API's) extends a job's front with each new round and always equals the
+    front of all trials; so does the engine's RunningFront."""
+    from nas.fronts import RunningFront, StoredFronts, front_of
+    from nas.storage import RoundRecord, Store
+
+    store = Store(store_url)
+    job = prepare_job({"space": {"name": "nb201"}, "objectives": [{"name": "accuracy"},
+                       {"name": "latency_ms", "device": "raspi4"}], "strategy": {"name": "random"},
+                       "budget": {"evaluations": 400}, "seed": 0,
+                       "constraints": [{"name": "latency_ms", "device": "raspi4", "max": 20.0}]})
+    rec = store.create_job({}, space="nb201", strategy="random", seed=0, budget=400, state="running", owner="t")
+    pool = job.space.enumerate()
+    rng = np.random.default_rng(0)
+    fronts, running, written = StoredFronts(store), RunningFront(job.problem), []
+    from nas.engine import _make_trial
+
+    for rnd in range(8):
+        arch_ids = rng.integers(0, 300, size=50)  # repeats across rounds: first measurement stands
+        trials = [_make_trial(rec.id, len(written) + i, rnd, pool[a], job.problem,
+                              job.space.lookup(pool[a], job.problem.keys), None, 0.0, {}) for i, a in enumerate(arch_ids)]
+        store.save_round(rec.id, "t", trials, RoundRecord(rec.id, rnd, len(written) + 50, 0, 50, None, None, 0.0), None)
+        written += trials
+        running.add(trials)
+        n = store.get_job(rec.id).n_trials
+        expected = [t.number for t in front_of(written, job.problem)]
+        assert expected and any(not t.feasible for t in written)
+        assert [t.number for t in fronts.get(rec.id, n, job.problem)] == expected
+        assert [t.number for t in running.trials] == expected
+    assert [t.number for t in StoredFronts(store).get(rec.id, n, job.problem)] == expected  # from scratch
