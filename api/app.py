@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, store: Any = None) -> FastAPI:
                   description="Neural architecture search as a service: jobs, trials, Pareto fronts, "
                               "architectures, spaces, latency targets and measurements.")
     app.state.settings, app.state.store = settings, store
-    app.state.pareto_cache = {}
+    app.state.pareto_cache, app.state.pareto_lock = {}, threading.Lock()
     from nas.fronts import StoredFronts
 
     app.state.fronts = StoredFronts(store)
@@ -114,7 +114,56 @@ def create_app(settings: Settings | None = None, store: Any = None) -> FastAPI:
 
     app.include_router(dashboard_router())
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    app.openapi = _complete_openapi(app)
     return app
+
+
+_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _complete_openapi(app: FastAPI):
+    """FastAPI's document plus what it cannot infer here: the job spec's schema (the route takes
+    a plain object to report its own errors by field), the bearer scheme, and the 4xx each
+    operation can answer."""
+    from fastapi.openapi.utils import get_openapi
+
+    from nas.spec import JobSpec
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = doc.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(spec.pop("$defs", {}))
+        schemas["JobSpec"] = spec
+        schemas["Error"] = {"type": "object", "required": ["detail"], "properties": {
+            "detail": {"type": "string", "description": "what is wrong and what is valid"},
+            "field": {"type": "string", "description": "the field at fault (body, job_id, constraints[0].max, ...)"}}}
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "description": (
+            "an API token (`nas tokens create`); reads need none when the server is bound to loopback")}}
+        body = doc["paths"][f"{API_PREFIX}/jobs"]["post"]["requestBody"]["content"]["application/json"]
+        body["schema"] = {"$ref": "#/components/schemas/JobSpec"}
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                if not path.startswith(API_PREFIX) or path.endswith(("/health", "/version")):
+                    continue
+                op["security"] = [{"bearer": []}]
+                answers = op.setdefault("responses", {})
+                answers.setdefault("401", {"description": "token missing, unknown or revoked", **_ERROR})
+                answers.setdefault("403", {"description": "the token lacks the scope", **_ERROR})
+                if "{" in path:
+                    answers.setdefault("404", {"description": "unknown id or name", **_ERROR})
+                if path.endswith(("/cancel", "/resume")) or path.endswith("/export") or (
+                        path.endswith("/targets") and method == "post"):
+                    answers.setdefault("409", {"description": "not possible in the current state", **_ERROR})
+                if method == "post":
+                    answers.setdefault("413", {"description": "body larger than NAS_MAX_BODY_BYTES", **_ERROR})
+        app.openapi_schema = doc
+        return doc
+
+    return openapi
 
 
 def _errors(app: FastAPI) -> None:
@@ -127,8 +176,12 @@ def _errors(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError):
         errs = exc.errors()
         first = errs[0] if errs else {}
-        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        loc = ""
+        for p in first.get("loc", ())[1:] if first.get("loc", ("",))[0] == "body" else first.get("loc", ()):
+            loc += f"[{p}]" if isinstance(p, int) else (f".{p}" if loc else str(p))
+        loc = f"body{loc}" if loc.startswith("[") else (loc or "body")  # a list body's items: body[3]
         if first.get("type") == "json_invalid":
+            loc = "body"  # pydantic's loc is the character position
             msg = f"body: not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})"
         else:
             given = first.get("input")
@@ -146,7 +199,9 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(JobNotFoundError)
     async def not_found(request: Request, exc: JobNotFoundError):
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        # not str(exc): it names the database (a URL with user and host) for the CLI's user
+        return JSONResponse({"detail": f"job_id: got {exc.job_id!r}; no such job (GET {API_PREFIX}/jobs lists them)",
+                             "field": "job_id"}, status_code=404)
 
     @app.exception_handler(ArchitectureNotFoundError)
     async def arch_not_found(request: Request, exc: ArchitectureNotFoundError):
@@ -278,15 +333,19 @@ def _routes() -> APIRouter:
         rec = store.get_job(job_id)
         key = (job_id, rec.n_trials, rec.state)
         cache = request.app.state.pareto_cache
-        if key not in cache:  # recomputed only when the job has new trials
+        with request.app.state.pareto_lock:
+            body = cache.get(key)
+        if body is None:  # recomputed only when the job has new trials
             job = prepare_job(JobSpec.from_dict(rec.spec))
             front = request.app.state.fronts.get(job_id, rec.n_trials, job.problem)
-            cache[key] = {"objectives": [o.__dict__ for o in job.problem.objectives],
-                          "constraints": [c.__dict__ for c in job.problem.constraints],
-                          "items": [_trial_json(t) for t in front]}
-            if len(cache) > 256:
-                cache.pop(next(iter(cache)))
-        return JSONResponse(cache[key])
+            body = {"objectives": [o.__dict__ for o in job.problem.objectives],
+                    "constraints": [c.__dict__ for c in job.problem.constraints],
+                    "items": [_trial_json(t) for t in front]}
+            with request.app.state.pareto_lock:
+                cache[key] = body
+                while len(cache) > 256:
+                    cache.pop(next(iter(cache)))
+        return JSONResponse(body)
 
     @r.get("/jobs/{job_id}/hypervolume", tags=["jobs"], dependencies=[require("read")])
     def hypervolume(request: Request, job_id: str) -> dict[str, Any]:
@@ -303,12 +362,26 @@ def _routes() -> APIRouter:
 
     # -- architectures ------------------------------------------------------------
     @r.get("/architectures/{arch_id}", tags=["architectures"], dependencies=[require("read")])
-    def architecture(request: Request, arch_id: str):
-        a = request.app.state.store.get_architecture(arch_id)
+    def architecture(request: Request, arch_id: str, job: str | None = Query(None, max_length=64, description=(
+            "a job id: include the job's trial of this architecture (metrics, values, constraints)"))):
+        """The architecture (space, params, the space config its job searched), its import snippet,
+        its measured latency on every Target, and with ``job`` the job's trial of it."""
+        store = request.app.state.store
+        a = store.get_architecture(arch_id)
         if a is None:
             return JSONResponse({"detail": f"arch_id: got {arch_id!r}; no such architecture", "field": "arch_id"},
                                 status_code=404)
-        return {**a, "snippet": _snippet(a)}
+        a["space_config"] = store.space_config(arch_id)
+        latest = {m.target.key: m for m in store.load_measurements(subject=arch_id)}  # the newest per Target
+        out = {**a, "snippet": _snippet(a), "latency": [
+            {"target": k, "name": m.target.name, "device": m.target.device, "backend": m.target.backend,
+             "median_ms": m.median_ms if m.ok else None, "p90_ms": m.p90_ms if m.ok else None, "error": m.error,
+             "machine": m.machine, "timestamp": m.timestamp} for k, m in sorted(latest.items())]}
+        if job is not None:
+            store.get_job(job)  # 404 naming job_id if unknown
+            t = store.find_trial(arch_id, job)
+            out["trial"] = None if t is None else _trial_json(t)
+        return out
 
     # -- latency targets and measurements -------------------------------------------
     @r.get("/targets", tags=["latency"], dependencies=[require("read")])
@@ -327,10 +400,16 @@ def _routes() -> APIRouter:
             t = Target.from_dict(target)
         except (TypeError, ValueError) as e:
             return JSONResponse({"detail": f"target: {e}", "field": "target"}, status_code=422)
-        request.app.state.store.add_target(t)
+        store = request.app.state.store
+        taken = [x for x in store.list_targets() if x.name == t.name and x.key != t.key]
+        if taken:  # a name must find one Target: the agent's --target and these routes look it up
+            return JSONResponse({"detail": f"name: got {t.name!r}, already the name of the target {taken[0].key!r} "
+                                 "(another device, backend, batch or shape); choose another name",
+                                 "field": "name"}, status_code=409)
+        store.add_target(t)
         return t.to_dict() | {"key": t.key}
 
-    @r.get("/targets/{name}/measurements", tags=["latency"], dependencies=[require("read")])
+    @r.get("/targets/{name:path}/measurements", tags=["latency"], dependencies=[require("read")])
     def measurements(request: Request, name: str, limit: int = Limit, offset: int = Offset):
         store = request.app.state.store
         try:
@@ -355,7 +434,7 @@ def _routes() -> APIRouter:
             request.app.state.refitter.request(target)  # in the background: the agent is not kept waiting
         return {"stored": stored}
 
-    @r.get("/targets/{name}/work", tags=["latency"], dependencies=[require("agent")])
+    @r.get("/targets/{name:path}/work", tags=["latency"], dependencies=[require("agent")])
     def work(request: Request, name: str, limit: int = Query(4, ge=1, le=100)):
         """Architectures to profile on this target: those of jobs' spaces with networks, newest
         first, not measured on it yet. Each comes with its ONNX artefact URL (for an agent with
@@ -365,9 +444,16 @@ def _routes() -> APIRouter:
             target = store.find_target(name)
         except KeyError as e:
             return JSONResponse({"detail": str(e.args[0]), "field": "name"}, status_code=404)
-        items = [{**a, "onnx_url": f"{API_PREFIX}/architectures/{a['arch_id']}/onnx?batch={target.batch}",
-                  "input_shape": _input_shape(a, target.batch)}
-                 for a in store.unmeasured_architectures(target, limit=limit, spaces=_spaces_with_networks())]
+        items = []
+        for a in store.unmeasured_architectures(target, limit=limit, spaces=_spaces_with_networks()):
+            a["space_config"] = store.space_config(a["arch_id"])
+            try:
+                shape = _input_shape(a, target.batch)
+            except Exception as e:  # one architecture that cannot be built must not stop every agent
+                request.app.state.store.add_measurements([_failed_measurement(target, a, e)])
+                continue
+            items.append({**a, "onnx_url": f"{API_PREFIX}/architectures/{a['arch_id']}/onnx?batch={target.batch}",
+                          "input_shape": shape})
         return {"target": target.to_dict() | {"key": target.key}, "items": items}
 
     @r.get("/jobs/{job_id}/architectures/{arch_id}/export", tags=["architectures"],
@@ -389,10 +475,12 @@ def _routes() -> APIRouter:
     def onnx_artefact(request: Request, arch_id: str, batch: int = Query(1, ge=1, le=256)):
         """The architecture's network exported to ONNX (weights as built; inputs of the space's shape)."""
 
-        a = request.app.state.store.get_architecture(arch_id)
+        store = request.app.state.store
+        a = store.get_architecture(arch_id)
         if a is None:
             return JSONResponse({"detail": f"arch_id: got {arch_id!r}; no such architecture", "field": "arch_id"},
                                 status_code=404)
+        a["space_config"] = store.space_config(arch_id)
         try:
             data = _export_onnx(a, batch)
         except Exception as e:  # no network to build, an export the exporter refuses: the client's 422
@@ -401,7 +489,7 @@ def _routes() -> APIRouter:
         return Response(data, media_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="{arch_id}.onnx"'})
 
-    @r.get("/targets/{name}/model", tags=["latency"], dependencies=[require("read")])
+    @r.get("/targets/{name:path}/model", tags=["latency"], dependencies=[require("read")])
     def latency_model(request: Request, name: str):
         store = request.app.state.store
         try:
@@ -443,10 +531,22 @@ def _export_zip(store, job_id: str | None, arch_id: str, format: str):
     return Response(data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-def _input_shape(a: dict[str, Any], batch: int) -> list[int]:
+def _failed_measurement(target: Any, a: dict[str, Any], error: Exception) -> Any:
+    """A failed Measurement of ``a`` on ``target``: recorded, so the architecture is not handed out again."""
+    from latency import Measurement
+
+    return Measurement(target=target, subject=a["arch_id"],
+                       error=f"cannot build {a['space']} {a['arch_id']}: {type(error).__name__}: {error}")
+
+
+def _space(a: dict[str, Any]):
     from spaces import get_space
 
-    space = get_space(a["space"])
+    return get_space(a["space"], **a.get("space_config", {}))
+
+
+def _input_shape(a: dict[str, Any], batch: int) -> list[int]:
+    space = _space(a)
     return list(space.example_inputs(space.from_params(a["params"]), batch=batch)[0].shape)
 
 
@@ -455,9 +555,8 @@ def _export_onnx(a: dict[str, Any], batch: int) -> bytes:
     from pathlib import Path
 
     from latency.profilers import export_onnx
-    from spaces import get_space
 
-    space = get_space(a["space"])
+    space = _space(a)
     arch = space.from_params(a["params"])
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(space.materialize(arch), space.example_inputs(arch, batch=batch), Path(tmp) / "m.onnx")
@@ -466,5 +565,6 @@ def _export_onnx(a: dict[str, Any], batch: int) -> bytes:
 
 def _snippet(a: dict[str, Any]) -> str:
     params = json.dumps(a["params"], sort_keys=True)
-    return (f"from spaces import get_space\n\nspace = get_space({a['space']!r})\n"
+    config = "".join(f", {k}={v!r}" for k, v in sorted(a.get("space_config", {}).items()))
+    return (f"from spaces import get_space\n\nspace = get_space({a['space']!r}{config})\n"
             f"arch = space.from_params({params})\nmodel = space.materialize(arch)  # a plain torch.nn.Module\n")

@@ -3,7 +3,7 @@
 ``/`` lists jobs (live state) and has a form that submits a job from a space's schema;
 ``/jobs/{id}`` shows live progress and the Pareto front drawn with Plotly (axes selectable,
 constraint lines, dominated trials greyed; a click opens the architecture);
-``/architectures/{id}`` shows its choices, its metrics in the job and the import snippet.
+``/architectures/{id}`` shows its choices, its metrics in the job, its latency per Target and the import snippet.
 Plotly is the ``plotly.min.js`` of the installed plotly package: no CDN.
 """
 
@@ -54,7 +54,7 @@ _INDEX = """
 <th>evaluations</th><th>hypervolume</th><th>created</th></tr></thead><tbody></tbody></table>
 <div class="card"><h3>Submit a job</h3>
 <label>space <select id="space"></select></label><label>token <input id="token" size="50"
- placeholder="a token with the write scope"></label>
+ placeholder="a token with the read and write scopes (it is sent with every request)"></label>
 <p>Spec (JSON, filled from the space's schema):</p><textarea id="spec" rows="14"></textarea>
 <p><button id="submit">Submit</button> <span id="msg"></span></p></div>
 """
@@ -169,6 +169,7 @@ _ARCH = """
 <h2>Architecture <span id="aid"></span></h2>
 <div class="card"><h3>Choices</h3><table id="choices"></table></div>
 <div class="card"><h3>Metrics</h3><table id="metrics"></table></div>
+<div class="card"><h3>Latency per Target</h3><table id="latency"></table></div>
 <div class="card"><h3>Import</h3><pre id="snippet"></pre></div>
 """
 
@@ -177,23 +178,23 @@ const aid = location.pathname.split("/").pop();
 const job = new URLSearchParams(location.search).get("job");
 document.getElementById("aid").textContent = aid;
 (async () => {
-  const a = await api(`/architectures/${aid}`);
+  const a = await api(`/architectures/${aid}` + (job ? `?job=${encodeURIComponent(job)}` : ""));
   document.getElementById("choices").innerHTML = Object.entries(a.params)
     .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join("");
   document.getElementById("snippet").textContent = a.snippet;
-  if (job) {
-    for (let off = 0; ; off += 1000) {
-      const page = await api(`/jobs/${job}/trials?limit=1000&offset=${off}`);
-      const t = page.items.find(t => t.arch_id === aid);
-      if (t) {
-        document.getElementById("metrics").innerHTML = Object.entries(t.metrics || {})
-          .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${v}</td></tr>`).join("") +
-          `<tr><th>trial</th><td>${t.number} of job <a href="/jobs/${job}">${job}</a></td></tr>`;
-        break;
-      }
-      if (off + 1000 >= page.total) break;
-    }
+  const t = a.trial;
+  if (t) {
+    document.getElementById("metrics").innerHTML = Object.entries(t.metrics || {})
+      .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${v}</td></tr>`).join("") +
+      `<tr><th>trial</th><td>${t.number} of job <a href="/jobs/${esc(job)}">${esc(job)}</a></td></tr>`;
   }
+  // measured on a device (agents, profiled jobs), then the job's latency metrics (tables, models)
+  const rows = a.latency.map(m => `<tr><th>${esc(m.name)}</th><td>${m.median_ms === null
+      ? `<span class="err">failed: ${esc((m.error || "").slice(0, 120))}</span>`
+      : `${m.median_ms.toFixed(3)} ms (p90 ${m.p90_ms.toFixed(3)})`}</td><td>${esc(m.device)} / ${esc(m.backend)}, measured</td></tr>`);
+  for (const [k, v] of Object.entries((t && t.metrics) || {}))
+    if (k.startsWith("latency_ms")) rows.push(`<tr><th>${esc(k.split("@")[1] || "this machine")}</th><td>${v.toFixed(3)} ms</td><td>${esc(k)}, in the job</td></tr>`);
+  document.getElementById("latency").innerHTML = rows.join("") || "<tr><td>not measured on any Target yet</td></tr>";
 })();
 """
 

@@ -157,10 +157,14 @@ class Measurement:
             d["target"] = target if isinstance(target, Target) else Target.from_dict(target)
         except (TypeError, ValueError) as e:
             raise InvalidMeasurementError(f"target: {e}") from None
+        times = d.get("times_ms") or ()
+        # a string is iterable too: "12" would become [1.0, 2.0]
+        if not isinstance(times, (list, tuple)) or any(isinstance(t, (str, bool)) for t in times):
+            raise InvalidMeasurementError(f"times_ms: got {times!r:.80}; valid: a list of numbers")
         try:
-            d["times_ms"] = tuple(float(t) for t in d.get("times_ms") or ())
+            d["times_ms"] = tuple(float(t) for t in times)
         except (TypeError, ValueError) as e:
-            raise InvalidMeasurementError(f"times_ms: got {d.get('times_ms')!r}; valid: a list of numbers") from e
+            raise InvalidMeasurementError(f"times_ms: got {times!r:.80}; valid: a list of numbers") from e
         return cls(**d)
 
     @classmethod

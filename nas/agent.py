@@ -81,7 +81,7 @@ class Agent:
                 return self.profiler.profile(path, self.target, (x,), subject_id=item["arch_id"])
         from spaces import get_space
 
-        space = get_space(item["space"])
+        space = get_space(item["space"], **item.get("space_config", {}))  # the parent the job searched
         arch = space.from_params(item["params"])
         return self.profiler.profile(space.materialize(arch), self.target,
                                      space.example_inputs(arch, batch=self.target.batch), subject_id=item["arch_id"])

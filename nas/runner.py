@@ -2,7 +2,8 @@
 
 The API never runs a job in a request handler: it inserts the job as ``queued`` and one of
 the runners takes it. Several runners may share a PostgreSQL database (claims use ``SELECT
-... FOR UPDATE SKIP LOCKED``); on SQLite one runner per file is the supported setup.
+... FOR UPDATE SKIP LOCKED``); on SQLite one runner holds the file's runner lock and any
+other waits as a standby.
 
 A running job's cancel flag is polled before every round and by a watcher thread every
 ``poll_s`` seconds; a cancel ends the job ``cancelled`` at its next round boundary. The
@@ -15,7 +16,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable
 
@@ -67,7 +67,42 @@ class Runner:
         return record.id
 
     def serve_forever(self) -> None:
+        lock = self._sqlite_lock()
         log.info("runner %s: waiting for jobs in %s", self.owner, self.store.display_url())
+        try:
+            self._serve()
+        finally:
+            if lock is not None:
+                lock.close()  # releases the lock for a standby runner
+
+    def _sqlite_lock(self):
+        """On a SQLite file, the runner lock (``DB.runner-lock``, an advisory ``flock``): one
+        runner works a SQLite database at a time (it has no ``SKIP LOCKED`` to share queued
+        jobs); another waits as a standby and takes over when the first exits or dies, as the
+        lock goes with its process. None on other databases, in memory, or without ``fcntl``."""
+        path = self.store.engine.url.database if self.store.dialect == "sqlite" else None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return None
+        if not path or path == ":memory:":
+            return None
+        f = open(f"{path}.runner-lock", "a+")
+        announced = False
+        while not self._stop.is_set():
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return f
+            except BlockingIOError:
+                if not announced:
+                    log.warning("runner %s: another runner holds %s.runner-lock; waiting as a standby",
+                                self.owner, path)
+                    announced = True
+                self._stop.wait(self.poll_s)
+        f.close()
+        return None
+
+    def _serve(self) -> None:
         failing = False
         while not self._stop.is_set():
             try:

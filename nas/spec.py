@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,13 +65,13 @@ class StrategySpec(BaseModel):
 
 
 class BudgetSpec(_Frozen):
-    evaluations: int = Field(gt=0, description="number of real evaluations")
+    evaluations: int = Field(gt=0, le=10**9, description="number of real evaluations (1..1e9)")
 
 
 class ExecutionSpec(_Frozen):
     backend: Literal["ray", "inline"] = "ray"
-    max_concurrent: int = Field(default=2, gt=0)
-    max_retries: int = Field(default=2, ge=0)
+    max_concurrent: int = Field(default=2, gt=0, le=4096)
+    max_retries: int = Field(default=2, ge=0, le=100)
 
 
 class JobSpec(_Frozen):
@@ -98,6 +99,7 @@ class JobSpec(_Frozen):
     def from_dict(cls, data: Any) -> JobSpec:
         if not isinstance(data, dict):
             raise SpecError("spec", type(data).__name__, "a mapping with keys space, objectives, budget, ...")
+        _check_numbers(data, "")
         try:
             return cls.model_validate(data)
         except ValidationError as e:
@@ -118,6 +120,27 @@ class JobSpec(_Frozen):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+
+
+_INT64 = 2**63 - 1
+
+
+def _check_numbers(value: Any, path: str) -> None:
+    """Every number in a spec, extras included, is one a database and JSON can hold: no NaN or
+    infinity (``1e999`` parses as one), no integer beyond 64 bits. Checked before anything
+    else, so such a spec is refused by name instead of failing (or being stored) later."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(path or "spec", value, "a finite number")
+    if isinstance(value, int) and not -_INT64 - 1 <= value <= _INT64:
+        raise SpecError(path or "spec", value, "an integer that fits in 64 bits")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_numbers(v, f"{path}[{i}]")
 
 
 def load_spec(path: str | Path) -> JobSpec:

@@ -209,3 +209,62 @@ def test_export_errors_name_the_field(env):
     assert r.status_code == 404 and r.json()["field"] == "arch_id"
     assert client.get(f"/api/v1/jobs/nope/architectures/{arch_id}/export", headers=h["read"]).status_code == 404
     assert client.get(f"/api/v1/architectures/{'0' * 20}/export", headers=h["read"]).status_code == 404
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"constraints": [{"name": "accuracy", "max": float("inf")}]}, "constraints[0].max"),
+    ({"space": {"name": "nb201", "extra": float("nan")}}, "space.extra"),
+    ({"budget": {"evaluations": 99999999999999999999999}}, "budget.evaluations"),
+    ({"budget": {"evaluations": 2**63 - 1}}, "budget.evaluations"),
+    ({"seed": 2**70}, "seed"),
+])
+def test_numbers_a_database_cannot_hold_are_422_and_nothing_is_stored(env, patch, field):
+    import json as _json
+
+    client, store, tok = env
+    body = _json.dumps({**SPEC, **patch})  # Infinity / NaN literals, as json.loads accepts them
+    r = client.post("/api/v1/jobs", content=body.encode(), headers={**tok["write"], "content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert store.count_jobs() == 0 and client.get("/api/v1/jobs").status_code == 200
+
+
+def test_error_fields_of_404_list_bodies_and_times(env):
+    from latency import Measurement, get_target
+
+    client, _, tok = env
+    r = client.get("/api/v1/jobs/nope")
+    assert r.status_code == 404 and r.json()["field"] == "job_id" and "sqlite" not in r.json()["detail"]
+    r = client.post("/api/v1/measurements", json=[1], headers=tok["agent"])
+    assert r.status_code == 422 and r.json()["field"] == "body[0]", r.text
+    r = client.post("/api/v1/jobs", content=b'{"space": ', headers={**tok["write"], "content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    body = Measurement(get_target("cpu-ort"), "a1", times_ms=(1.0,)).to_dict() | {"times_ms": "12"}
+    r = client.post("/api/v1/measurements", json=[body], headers=tok["agent"])
+    assert r.status_code == 422 and "times_ms" in r.json()["detail"], r.text
+
+
+def test_an_architecture_keeps_the_space_config_its_job_searched(env):
+    """Snippet, ONNX artefact and agents' work build it under the job's parent (vit-tiny here,
+    whose widths differ from the default parent's): no weights are needed for any of them."""
+    from nas.engine import _make_trial, prepare_job
+    from nas.storage import RoundRecord
+
+    client, store, tok = env
+    spec = {"space": {"name": "vit-elastic", "parent": "vit-tiny"}, "objectives": [{"name": "params"}],
+            "strategy": {"name": "random"}, "budget": {"evaluations": 2}, "seed": 0}
+    job = prepare_job(spec)
+    rec = store.create_job(spec, space="vit-elastic", strategy="random", seed=0, budget=2, state="running", owner="t")
+    from spaces._suggest import RandomSuggest
+
+    archs = [job.space.sample(RandomSuggest(i)) for i in range(2)]
+    trials = [_make_trial(rec.id, i, 0, a, job.problem, {"params": 1.0}, None, 0.0, {}) for i, a in enumerate(archs)]
+    store.save_round(rec.id, "t", trials, RoundRecord(rec.id, 0, 2, 2, 2, None, None, 0.0), None)
+    a = client.get(f"/api/v1/architectures/{archs[0].arch_id}").json()
+    assert a["space_config"] == {"parent": "vit-tiny"} and "get_space('vit-elastic', parent='vit-tiny')" in a["snippet"]
+    client.post("/api/v1/targets", json={"device": "edge", "backend": "onnxruntime", "name": "edge"},
+                headers=tok["agent"])
+    work = client.get("/api/v1/targets/edge/work", params={"limit": 5}, headers=tok["agent"])
+    assert work.status_code == 200, work.text
+    items = work.json()["items"]
+    assert {w["arch_id"] for w in items} == {x.arch_id for x in archs}
+    assert all(w["space_config"] == {"parent": "vit-tiny"} for w in items)

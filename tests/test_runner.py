@@ -100,3 +100,35 @@ def test_two_runners_on_postgresql_run_every_job_exactly_once(postgres_url):
     assert sorted(claimed) == sorted(jobs)  # each exactly once
     assert all(store.get_job(j).state == "completed" for j in jobs)
     assert all(store.get_job(j).n_evaluations == 10 for j in jobs)
+
+
+def test_on_sqlite_one_runner_holds_the_lock_and_a_second_waits_as_a_standby(tmp_path, tiny_spec):
+    import threading
+    import time
+
+    from nas.runner import Runner
+    from nas.storage import Store
+
+    store = Store(f"sqlite:///{tmp_path}/lock.db")
+    first, second = Runner(store, poll_s=0.05, name="first"), Runner(store, poll_s=0.05, name="second")
+    ran = []
+    for r in (first, second):
+        r._run = lambda rec, r=r, run=r._run: (ran.append((r.owner, rec.id)), run(rec))
+    t1 = threading.Thread(target=first.serve_forever)
+    t1.start()
+    time.sleep(0.3)
+    t2 = threading.Thread(target=second.serve_forever)
+    t2.start()
+    job = store.create_job(tiny_spec, space="nb201", strategy="random", seed=0, budget=30, state="queued")
+    deadline = time.time() + 60
+    while store.get_job(job.id).state != "completed" and time.time() < deadline:
+        time.sleep(0.05)
+    assert ran == [("first", job.id)]  # the standby never claimed
+    first.stop()
+    t1.join(30)
+    job2 = store.create_job(tiny_spec, space="nb201", strategy="random", seed=0, budget=30, state="queued")
+    while store.get_job(job2.id).state != "completed" and time.time() < deadline + 60:
+        time.sleep(0.05)
+    assert ran == [("first", job.id), ("second", job2.id)]  # took over once the lock was released
+    second.stop()
+    t2.join(30)

@@ -86,6 +86,7 @@ class Store:
         self._page_cache: OrderedDict[tuple, Any] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._live_tokens: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._token_generation = 0
         if migrate:
             self.upgrade()
 
@@ -311,6 +312,7 @@ class Store:
             record = self._token(row)
         with self._cache_lock:
             self._live_tokens.clear()
+            self._token_generation += 1
         return record
 
     def verify_token(self, secret: str) -> dict[str, Any] | None:
@@ -326,6 +328,7 @@ class Store:
         now = time.monotonic()
         with self._cache_lock:
             hit = self._live_tokens.get(digest)
+            generation = self._token_generation
         if hit is not None and hit[0] > now:
             return dict(hit[1])
         with self._session() as s:
@@ -336,7 +339,8 @@ class Store:
         with self._cache_lock:
             if len(self._live_tokens) > 10_000:
                 self._live_tokens.clear()
-            self._live_tokens[digest] = (now + TOKEN_CACHE_S, record)
+            if generation == self._token_generation:  # no revocation since the row was read
+                self._live_tokens[digest] = (now + TOKEN_CACHE_S, record)
         return dict(record)
 
     @staticmethod
@@ -417,7 +421,10 @@ class Store:
         """
         with self._session() as s:
             n_trials = s.scalar(select(Job.n_trials).where(Job.id == job_id)) or 0
-            where = [Trial.job_id == job_id] + ([Trial.state == state] if state is not None else [])
+            # trials are numbered 0..n_trials-1 in the transaction that counts them: reading only
+            # those keeps a page, its total and a cached order consistent while a round lands
+            where = [Trial.job_id == job_id, Trial.number < n_trials] + (
+                [Trial.state == state] if state is not None else [])
             if state is None:
                 total = n_trials
             else:
@@ -491,6 +498,18 @@ class Store:
         with self._session() as s:
             a = s.get(ArchitectureRow, arch_id)
             return None if a is None else self._arch(a)
+
+    def space_config(self, arch_id: str) -> dict[str, Any]:
+        """The space configuration (``parent=...`` and other options) under which the most recent
+        job that tried ``arch_id`` built it: an architecture's params alone do not say which
+        parent's widths they slice. ``{}`` when no job tried it."""
+        q = (select(Job.spec).join(Trial, Trial.job_id == Job.id).where(Trial.arch_id == arch_id)
+             .order_by(Job.created_at.desc()).limit(1))
+        with self._session() as s:
+            spec = s.scalar(q)
+        config = dict((spec or {}).get("space") or {})
+        config.pop("name", None)
+        return config
 
     def count_trials(self, job_id: str) -> int:
         with self._session() as s:
