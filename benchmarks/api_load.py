@@ -208,9 +208,12 @@ def main() -> None:
         reads = {"health (baseline)": lambda: "/api/v1/health",
                  "pareto": lambda: f"/api/v1/jobs/{big}/pareto",
                  "trials page": lambda: f"/api/v1/jobs/{big}/trials?limit=50&offset={rng.randrange(args.trials - 50)}",
-                 "trials by accuracy": lambda: f"/api/v1/jobs/{big}/trials?limit=50&sort=accuracy&order=desc"}
-        first_pareto, _ = timed_get(base + reads["pareto"](), token)  # computed once, then cached per job state
-        results["pareto_first_ms"] = first_pareto
+                 "trials by accuracy": lambda: (f"/api/v1/jobs/{big}/trials?limit=50&sort=accuracy&order=desc"
+                                                f"&offset={rng.randrange(args.trials - 50)}")}
+        # computed once per job version (its trial count), then served from memory: the first
+        # request of each is timed apart (the Pareto one also builds the job's space: NB201's tables)
+        results["pareto_first_ms"] = timed_get(base + reads["pareto"](), token)[0]
+        results["sorted_first_ms"] = timed_get(base + reads["trials by accuracy"](), token)[0]
         for name, path in reads.items():
             ms = [timed_get(base + path(), token)[0] for _ in range(args.requests)]
             results["reads"][name] = percentiles(ms)
@@ -253,7 +256,9 @@ def main() -> None:
         lines.append(f"| {name} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} |")
     p = results["polling"]
     lines += ["", f"First Pareto request (computed over all trials, then cached until the job changes): "
-              f"{results['pareto_first_ms']:.0f} ms.", "",
+              f"{results['pareto_first_ms']:.0f} ms (it also loads the space's tables into the server); first page "
+              f"sorted by accuracy (the order of all trials, then cached until the job changes): "
+              f"{results['sorted_first_ms']:.0f} ms. The rows above are the requests after those.", "",
               f"{args.clients} clients polling every {args.interval:g} s for {args.seconds:.0f} s while jobs wrote {p['trials_written']} trials"
               f"{'' if p['writer_busy'] else ' (the writer ran out of work before the end)'}: "
               f"{p['n']} requests ({p['requests_per_s']:.0f}/s), errors {p['errors'] or 'none'}, p50 {p['p50']:.1f} ms, "
