@@ -301,6 +301,8 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
         if not proposals:
             job_log("the strategy has no new candidates: the space is exhausted")
             break
+        if should_stop is not None and should_stop():  # proposing can take long (a predictor's fit):
+            raise JobCancelled(f"job {job_id} cancelled")  # the unsaved round is drawn again on resume
         fresh = [p.arch for p in proposals if p.arch.arch_id not in known]
         fresh = list({a.arch_id: a for a in fresh}.values())
         results = dict(zip((a.arch_id for a in fresh), executor.evaluate(evaluator, fresh)))
