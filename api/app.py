@@ -61,7 +61,7 @@ class _BodyLimit:
 
     async def _too_large(self, send) -> None:
         body = json.dumps({"detail": f"body: larger than {self.limit} bytes; send a smaller request "
-                                     "(NAS_MAX_BODY_BYTES sets the limit)"}).encode()
+                                     "(NAS_MAX_BODY_BYTES sets the limit)", "field": "body"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -371,14 +371,15 @@ def _routes() -> APIRouter:
         if a is None:
             return JSONResponse({"detail": f"arch_id: got {arch_id!r}; no such architecture", "field": "arch_id"},
                                 status_code=404)
-        a["space_config"] = store.space_config(arch_id)
+        if job is not None:
+            store.get_job(job)  # 404 naming job_id if unknown
+        a["space_config"] = store.space_config(arch_id, job)
         latest = {m.target.key: m for m in store.load_measurements(subject=arch_id)}  # the newest per Target
         out = {**a, "snippet": _snippet(a), "latency": [
             {"target": k, "name": m.target.name, "device": m.target.device, "backend": m.target.backend,
              "median_ms": m.median_ms if m.ok else None, "p90_ms": m.p90_ms if m.ok else None, "error": m.error,
              "machine": m.machine, "timestamp": m.timestamp} for k, m in sorted(latest.items())]}
         if job is not None:
-            store.get_job(job)  # 404 naming job_id if unknown
             t = store.find_trial(arch_id, job)
             out["trial"] = None if t is None else _trial_json(t)
         return out
@@ -401,11 +402,9 @@ def _routes() -> APIRouter:
         except (TypeError, ValueError) as e:
             return JSONResponse({"detail": f"target: {e}", "field": "target"}, status_code=422)
         store = request.app.state.store
-        taken = [x for x in store.list_targets() if x.name == t.name and x.key != t.key]
-        if taken:  # a name must find one Target: the agent's --target and these routes look it up
-            return JSONResponse({"detail": f"name: got {t.name!r}, already the name of the target {taken[0].key!r} "
-                                 "(another device, backend, batch or shape); choose another name",
-                                 "field": "name"}, status_code=409)
+        clash = _name_clash(store, [t])
+        if clash is not None:
+            return clash
         store.add_target(t)
         return t.to_dict() | {"key": t.key}
 
@@ -429,6 +428,9 @@ def _routes() -> APIRouter:
                 ms.append(Measurement.from_dict(d))
             except Exception as e:  # every bad item is named; nothing is stored
                 return JSONResponse({"detail": f"items[{i}].{e}", "field": f"items[{i}]"}, status_code=422)
+        clash = _name_clash(request.app.state.store, [m.target for m in ms])
+        if clash is not None:
+            return clash
         stored = request.app.state.store.add_measurements(ms)
         for target in {m.target.key: m.target for m in ms}.values():
             request.app.state.refitter.request(target)  # in the background: the agent is not kept waiting
@@ -503,6 +505,22 @@ def _routes() -> APIRouter:
         return {"target": target.to_dict() | {"key": target.key}, **found[1]}
 
     return r
+
+
+def _name_clash(store: Any, targets: list[Any]) -> JSONResponse | None:
+    """409 if one of ``targets`` would give a name to a second Target (stored or built-in): a
+    name must find one Target, as the agent's ``--target`` and the ``/targets/NAME`` routes look
+    it up by name."""
+    from latency import BUILTIN_TARGETS
+
+    known = {x.key: x for x in BUILTIN_TARGETS.values()} | {x.key: x for x in store.list_targets()}
+    for t in targets:
+        other = next((x for x in known.values() if x.name == t.name and x.key != t.key), None)
+        if other is not None:
+            return JSONResponse({"detail": f"name: got {t.name!r}, already the name of the target {other.key!r} "
+                                 "(another device, backend, batch or shape); choose another name",
+                                 "field": "name"}, status_code=409)
+    return None
 
 
 def _spaces_with_networks() -> list[str]:

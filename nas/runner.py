@@ -68,6 +68,8 @@ class Runner:
 
     def serve_forever(self) -> None:
         lock = self._sqlite_lock()
+        if self._stop.is_set():  # stopped while waiting as a standby
+            return
         log.info("runner %s: waiting for jobs in %s", self.owner, self.store.display_url())
         try:
             self._serve()

@@ -268,3 +268,32 @@ def test_an_architecture_keeps_the_space_config_its_job_searched(env):
     items = work.json()["items"]
     assert {w["arch_id"] for w in items} == {x.arch_id for x in archs}
     assert all(w["space_config"] == {"parent": "vit-tiny"} for w in items)
+    # the same params tried by a later job under another config: ?job= shows each job's own
+    spec2 = {**spec, "space": {"name": "vit-elastic", "parent": "vit-tiny", "image_size": 32}}
+    rec2 = store.create_job(spec2, space="vit-elastic", strategy="random", seed=0, budget=2, state="running", owner="t")
+    t2 = [_make_trial(rec2.id, 0, 0, archs[0], job.problem, {"params": 1.0}, None, 0.0, {})]
+    store.save_round(rec2.id, "t", t2, RoundRecord(rec2.id, 0, 1, 1, 1, None, None, 0.0), None)
+    mine = client.get(f"/api/v1/architectures/{archs[0].arch_id}", params={"job": rec.id}).json()
+    assert mine["space_config"] == {"parent": "vit-tiny"} and mine["trial"]["number"] == 0
+    latest = client.get(f"/api/v1/architectures/{archs[0].arch_id}").json()
+    assert latest["space_config"] == {"parent": "vit-tiny", "image_size": 32}
+
+
+def test_a_target_name_finds_one_target_whichever_way_it_is_registered(env):
+    from latency import Measurement, Target
+
+    client, _, tok = env
+    assert client.post("/api/v1/targets", json={"device": "pixel7", "backend": "onnxruntime", "name": "phone"},
+                       headers=tok["agent"]).status_code == 201
+    r = client.post("/api/v1/targets", json={"device": "pixel8", "backend": "onnxruntime", "name": "phone"},
+                    headers=tok["agent"])
+    assert r.status_code == 409 and r.json()["field"] == "name"
+    other = Measurement(Target("pixel8", "onnxruntime", name="phone"), "a1", times_ms=(1.0,))
+    r = client.post("/api/v1/measurements", json=[other.to_dict()], headers=tok["agent"])
+    assert r.status_code == 409 and r.json()["field"] == "name"
+    r = client.post("/api/v1/targets", json={"device": "other", "backend": "eager", "name": "cpu-eager"},
+                    headers=tok["agent"])
+    assert r.status_code == 409  # a built-in target's name
+    key = client.get("/api/v1/targets").json()["items"]
+    key = next(t["key"] for t in key if t["name"] == "phone")
+    assert client.get(f"/api/v1/targets/{key}/work", headers=tok["agent"]).status_code == 200  # keys route too

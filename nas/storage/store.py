@@ -499,12 +499,14 @@ class Store:
             a = s.get(ArchitectureRow, arch_id)
             return None if a is None else self._arch(a)
 
-    def space_config(self, arch_id: str) -> dict[str, Any]:
-        """The space configuration (``parent=...`` and other options) under which the most recent
-        job that tried ``arch_id`` built it: an architecture's params alone do not say which
-        parent's widths they slice. ``{}`` when no job tried it."""
+    def space_config(self, arch_id: str, job_id: str | None = None) -> dict[str, Any]:
+        """The space configuration (``parent=...`` and other options) under which ``job_id``, or
+        else the most recent job that tried ``arch_id``, built it: an architecture's params alone
+        do not say which parent's widths they slice. ``{}`` when no such job tried it."""
         q = (select(Job.spec).join(Trial, Trial.job_id == Job.id).where(Trial.arch_id == arch_id)
              .order_by(Job.created_at.desc()).limit(1))
+        if job_id is not None:
+            q = q.where(Job.id == job_id)
         with self._session() as s:
             spec = s.scalar(q)
         config = dict((spec or {}).get("space") or {})
