@@ -446,16 +446,21 @@ def _routes() -> APIRouter:
             target = store.find_target(name)
         except KeyError as e:
             return JSONResponse({"detail": str(e.args[0]), "field": "name"}, status_code=404)
-        items = []
-        for a in store.unmeasured_architectures(target, limit=limit, spaces=_spaces_with_networks()):
-            a["space_config"] = store.space_config(a["arch_id"])
-            try:
-                shape = _input_shape(a, target.batch)
-            except Exception as e:  # one architecture that cannot be built must not stop every agent
-                request.app.state.store.add_measurements([_failed_measurement(target, a, e)])
-                continue
-            items.append({**a, "onnx_url": f"{API_PREFIX}/architectures/{a['arch_id']}/onnx?batch={target.batch}",
-                          "input_shape": shape})
+        items: list[dict[str, Any]] = []
+        for _ in range(10):  # an unbuildable one is recorded as failed, so the next call moves past it
+            want = limit - len(items)
+            batch = store.unmeasured_architectures(target, limit=want, spaces=_spaces_with_networks())
+            for a in batch:
+                a["space_config"] = store.space_config(a["arch_id"])
+                try:
+                    shape = _input_shape(a, target.batch)
+                except Exception as e:  # one architecture that cannot be built must not stop every agent
+                    store.add_measurements([_failed_measurement(target, a, e)])
+                    continue
+                items.append({**a, "onnx_url": f"{API_PREFIX}/architectures/{a['arch_id']}/onnx?batch={target.batch}",
+                              "input_shape": shape})
+            if len(items) >= limit or len(batch) < want:  # full, or nothing more to hand out
+                break
         return {"target": target.to_dict() | {"key": target.key}, "items": items}
 
     @r.get("/jobs/{job_id}/architectures/{arch_id}/export", tags=["architectures"],
