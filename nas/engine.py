@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-
 from spaces import Architecture, InvalidConfigError, SearchSpace, SpacesError, UnknownSpaceError, get_space
 
 from .errors import EvaluationError, JobCancelled, JobConflictError, NasError, SpecError

@@ -439,11 +439,7 @@ class Store:
                     select(Trial.id).where(*where)
                     .order_by(value.is_(None), value.desc() if desc else value, Trial.number)).all()))
                 ids = order[offset:offset + limit].tolist()
-            if not ids:
-                return [], total
-            rows = {r.id: r for r in s.execute(select(*_PAGE_COLUMNS).join(
-                ArchitectureRow, Trial.arch_id == ArchitectureRow.arch_id).where(Trial.id.in_(ids)))}
-        return [self._trial_row(rows[i]) for i in ids], total
+            return self._trials_by_id(s, ids), total
 
     def feasible_values(self, job_id: str, keys: Sequence[str], start: int = 0, stop: int | None = None
                         ) -> list[tuple[Any, ...]]:
@@ -461,11 +457,14 @@ class Store:
 
     def trials_by_id(self, ids: Sequence[int]) -> list[TrialRecord]:
         """The trials with these ids (from :meth:`feasible_values`), in that order; no ``sampler``."""
-        rows: dict[int, Any] = {}
         with self._session() as s:
-            for i in range(0, len(ids), 500):
-                rows.update((r.id, r) for r in s.execute(select(*_PAGE_COLUMNS).join(
-                    ArchitectureRow, Trial.arch_id == ArchitectureRow.arch_id).where(Trial.id.in_(ids[i:i + 500]))))
+            return self._trials_by_id(s, ids)
+
+    def _trials_by_id(self, s: Session, ids: Sequence[int]) -> list[TrialRecord]:
+        rows: dict[int, Any] = {}
+        for i in range(0, len(ids), 500):  # bounded IN lists
+            rows.update((r.id, r) for r in s.execute(select(*_PAGE_COLUMNS).join(
+                ArchitectureRow, Trial.arch_id == ArchitectureRow.arch_id).where(Trial.id.in_(ids[i:i + 500]))))
         return [self._trial_row(rows[i]) for i in ids]
 
     def _cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
