@@ -400,7 +400,10 @@ def _routes() -> APIRouter:
         try:
             t = Target.from_dict(target)
         except (TypeError, ValueError) as e:
-            return JSONResponse({"detail": f"target: {e}", "field": "target"}, status_code=422)
+            # an InvalidTargetError names its own field (target.backend, ...) in its message too
+            field = getattr(e, "field", None)
+            detail = str(e) if field else f"target: {e}"
+            return JSONResponse({"detail": detail, "field": field or "target"}, status_code=422)
         store = request.app.state.store
         clash = _name_clash(store, [t])
         if clash is not None:

@@ -174,7 +174,11 @@ def test_malformed_measurements_are_422_never_500(env, patch):
     r = client.post("/api/v1/measurements", content=_json.dumps([body]).encode(),
                     headers={**tok["agent"], "content-type": "application/json"})
     assert r.status_code == 422, r.text
-    assert client.post("/api/v1/targets", json={"device": "x", "shape": 5}, headers=tok["agent"]).status_code == 422
+    bad = client.post("/api/v1/targets", json={"device": "x", "shape": 5}, headers=tok["agent"])
+    assert bad.status_code == 422 and bad.json()["field"] == "target.shape", bad.text
+    bad = client.post("/api/v1/targets", json={"device": "x", "backend": "tvm"}, headers=tok["agent"])
+    assert bad.status_code == 422 and bad.json()["field"] == "target.backend", bad.text
+    assert "tvm" in bad.json()["detail"] and "onnxruntime" in bad.json()["detail"]
 
 
 def test_an_agent_token_can_download_what_it_profiles_and_failures_are_not_handed_out_again(env):
