@@ -112,6 +112,7 @@ _JOB_JS = """
 const jid = location.pathname.split("/").pop();
 document.getElementById("jid").textContent = jid;
 let keys = [], lastTrials = -1;
+const all = [];  // the job's complete trials fetched so far, in trial order
 async function refresh() {
   const job = await api(`/jobs/${jid}`);
   document.getElementById("state").innerHTML = `<span class="state-${job.state}">${job.state}</span>`;
@@ -135,9 +136,10 @@ async function draw() {
     }
   }
   const x = document.getElementById("ax").value, y = document.getElementById("ay").value;
-  const all = [];
-  for (let off = 0; ; off += 1000) {
-    const page = await api(`/jobs/${jid}/trials?state=complete&limit=1000&offset=${off}`);
+  // trials are final once written and numbered in order, so the complete ones only grow at the
+  // end: fetch from where the last draw stopped instead of re-reading the whole job each round
+  for (;;) {
+    const page = await api(`/jobs/${jid}/trials?state=complete&limit=1000&offset=${all.length}`);
     all.push(...page.items); if (all.length >= page.total || !page.items.length) break;
   }
   const onFront = new Set(front.items.map(t => t.number));

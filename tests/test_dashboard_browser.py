@@ -36,7 +36,10 @@ def test_submit_a_job_from_the_form_and_follow_a_pareto_point(served):
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=opts)
-    wait = WebDriverWait(driver, 90)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    # the plot is redrawn as rounds land: an element read mid-redraw is stale, not an error
+    wait = WebDriverWait(driver, 90, ignored_exceptions=(StaleElementReferenceException,))
     try:
         driver.get(url + "/")
         wait.until(lambda d: d.find_element(By.ID, "spec").get_attribute("value").strip().startswith("{"))
@@ -53,6 +56,24 @@ def test_submit_a_job_from_the_form_and_follow_a_pareto_point(served):
         driver.save_screenshot(str(shots / "02-job-pareto.png"))
         points = driver.find_elements(By.CSS_SELECTOR, "#plot .scatterlayer .trace:last-child .points path")
         assert points, "the Pareto front trace has no points"
+        # the page fetched the trials round by round while the job ran: every complete trial is
+        # plotted exactly once (dominated + front)
+        import json
+        import urllib.request
+
+        jid = driver.current_url.rstrip("/").rsplit("/", 1)[1]
+        req = urllib.request.Request(f"{url}/api/v1/jobs/{jid}/trials?state=complete&limit=1",
+                                     headers={"Authorization": f"Bearer {token}"})
+        total = json.load(urllib.request.urlopen(req))["total"]
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#plot .scatterlayer .points path")) == total)
+        # another axis redraws from the trials already fetched, without adding any twice
+        from selenium.webdriver.support.ui import Select
+
+        ax = Select(driver.find_element(By.ID, "ax"))
+        other = next(o.text for o in ax.options if o.text != ax.first_selected_option.text)
+        ax.select_by_visible_text(other)
+        wait.until(lambda d: other in d.find_element(By.CSS_SELECTOR, "#plot .xtitle").text)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#plot .scatterlayer .points path")) == total
         from selenium.webdriver.common.action_chains import ActionChains
 
         ActionChains(driver).move_to_element(points[0]).pause(0.3).click().perform()  # a real mouse click
