@@ -257,8 +257,33 @@ def _run(job: PreparedJob, store: Store, record: JobRecord, owner: str, executor
     finally:
         if own_executor:
             executor.close()
+    _final_report(job, store, job_id, job_log)
     store.finish_job(job_id, owner, "completed")
     return _result(store, job_id, job.problem, job.space)
+
+
+FINAL_REPORT_LIMIT = 5
+
+
+def _final_report(job: PreparedJob, store: Store, job_id: str, job_log: Callable[..., None]) -> None:
+    """The space's ``final_metrics`` of the job's Pareto front (best first by the first
+    objective, at most ``FINAL_REPORT_LIMIT``), one log line each. A failure here is logged
+    and does not fail a search that has finished."""
+    keys = [k for k in job.space.final_metrics() if k in job.space.metrics()]
+    if not keys:
+        return
+    obj = job.problem.objectives[0]
+    sign = 1.0 if obj.direction == "minimize" else -1.0
+    front = sorted(front_of(store.load_trials(job_id), job.problem), key=lambda t: sign * t.values[obj.key])
+    for t in front[:FINAL_REPORT_LIMIT]:
+        try:
+            extra = job.space.evaluate(Architecture.from_dict(t.arch), keys)
+        except Exception as e:  # noqa: BLE001 - the search is done; say what could not be measured
+            job_log(f"final metrics of trial {t.number}: {type(e).__name__}: {e}", "warning")
+            continue
+        shown = ", ".join(f"{k} {t.metrics[k]:.6g}" for k in job.problem.keys if k in (t.metrics or {}))
+        job_log(f"final metrics of trial {t.number} ({shown}): "
+                + ", ".join(f"{k} {v:.6g}" for k, v in extra.items()))
 
 
 def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes | None, executor: Executor,

@@ -200,6 +200,13 @@ class SearchSpace(abc.ABC):
         recorded with a job, checked again on export."""
         return {}
 
+    def final_metrics(self) -> tuple[str, ...]:
+        """Metrics the engine measures once a job has finished, on its Pareto front only (at
+        most ``FINAL_REPORT_LIMIT`` architectures), and records in the job's log: numbers a
+        user wants about the result but too costly to measure for every candidate (e.g. the
+        held-out perplexity of an LLM subnet before and after reformation). None by default."""
+        return ()
+
     def network_config(self, arch: Architecture) -> dict[str, Any]:
         """The JSON that rebuilds ``arch``'s dense network without the parent
         (``build_network``): what an export writes beside the weights. Spaces whose networks

@@ -103,6 +103,13 @@ def test_evolution_job_and_unmeetable_ratio(space, tmp_path):
     start = space.uniform(0.6)
     assert trials[0].arch_id == start.arch_id  # generation 0 starts from the importance-initialised subnet
     assert min(t.values["ppl"] for t in trials) <= trials[0].values["ppl"]
+    # the result's held-out perplexity before and after reformation, measured once and logged
+    best = min(trials, key=lambda t: t.values["ppl"])
+    final = [m for _, m in store.logs(result.job_id) if m.startswith("final metrics")]
+    assert len(final) == 1 and f"trial {best.number} " in final[0], final
+    before, after = (float(final[0].split(f"{k} ")[-1].split(",")[0]) for k in ("ppl_test", "ppl_reformed"))
+    assert after < before
+    assert "ppl_test" not in best.metrics  # not paid for every candidate
     bad = {**spec, "constraints": [{"name": "kept_ratio", "max": 0.01}]}
     with pytest.raises(SpecError, match=r"constraints\[0\].*kept_ratio ranges from"):
         run_job(bad, store=store)

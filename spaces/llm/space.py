@@ -385,6 +385,11 @@ class LLMSubnetSpace(ElasticSpace):
             **self.size_metrics(),
         }
 
+    def final_metrics(self) -> tuple[str, ...]:
+        # the paper reforms the searched subnet once, after the search: the job's result gets its
+        # held-out perplexity before and after, without paying a reformation per candidate
+        return ("ppl_test", "ppl_reformed")
+
     def size_metrics(self) -> dict[str, MetricInfo]:
         out = super().size_metrics()
         out["mmacs"] = MetricInfo("mmacs", "M", "minimize", (),
