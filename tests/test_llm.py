@@ -66,6 +66,8 @@ def test_mutation_and_crossover(space):
 
 
 def test_bad_input(space):
+    with pytest.raises(ValueError, match=r"kept_ratio: got 0\.1; valid: 0\.\d+ to 1\.000"):
+        space.uniform(0.1)  # below what equal fractions reach: an error, not the nearest subnet
     arch = space.largest().params_dict()
     with pytest.raises(InvalidArchitectureError, match="masks.l0.mlp is 'zz'; valid: a hexadecimal bitmask"):
         space.from_params({**arch, "masks": {**arch["masks"], "l0.mlp": "zz"}})

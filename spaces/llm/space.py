@@ -242,16 +242,24 @@ class LLMSubnetSpace(ElasticSpace):
     def uniform(self, kept_ratio: float, scores: str = "importance", depth: int | None = None) -> Architecture:
         """Every layer at the same fraction (FLAP / LLM-Pruner-like): the architecture of
         ``depth`` layers (default: all) whose kept-parameter ratio is closest to ``kept_ratio``,
-        masks from ``scores`` (``importance`` or ``magnitude``)."""
+        masks from ``scores`` (``importance`` or ``magnitude``). A ratio more than 0.05 outside
+        what equal fractions reach at that depth is an error, not silently the nearest subnet."""
         if not isinstance(kept_ratio, (int, float)) or not 0 < kept_ratio <= 1:
             raise InvalidConfigError("kept_ratio", kept_ratio, "a number in (0, 1]")
+        return self._uniform(kept_ratio, scores, depth, strict=True)
+
+    def _uniform(self, kept_ratio: float, scores: str, depth: int | None, strict: bool) -> Architecture:
         depth = depth or self._choices["depth"][-1]
-        best, best_gap = None, math.inf
+        best, best_gap, reached = None, math.inf, []
         for g in np.linspace(0.05, 1.0, 96):
             counts = self._uniform_counts(float(g), depth)
-            gap = abs(self.kept_ratio(self._counts_config(counts)) - kept_ratio)
+            reached.append(self.kept_ratio(self._counts_config(counts)))
+            gap = abs(reached[-1] - kept_ratio)
             if gap < best_gap:
                 best, best_gap = counts, gap
+        if strict and not min(reached) - 0.05 <= kept_ratio <= max(reached) + 0.05:  # well beyond the grid
+            raise InvalidConfigError("kept_ratio", kept_ratio, f"{min(reached):.3f} to {max(reached):.3f} "
+                                     f"(every one of {depth} layers at the same fraction)")
         m = self._top_masks(best, scores)
         return self._arch({**best, "masks": self._masks_json(m)})
 
@@ -273,7 +281,8 @@ class LLMSubnetSpace(ElasticSpace):
         if lo is None and hi is None:
             return self.largest()
         target = (lo + hi) / 2 if lo is not None and hi is not None else (hi if hi is not None else 1.0)
-        return self.uniform(min(1.0, max(1e-3, target)))
+        # the nearest uniform subnet even when the bounds need fewer layers: fit_bounds moves it in
+        return self._uniform(min(1.0, max(1e-3, target)), "importance", None, strict=False)
 
     def mutate(self, arch: Architecture, rng: random.Random, *, p_mask: float = 0.3, p_ratio: float = 0.1,
                p_depth: float = 0.1, alpha: float = 0.8) -> Architecture:
