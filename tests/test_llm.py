@@ -118,6 +118,12 @@ def test_evolution_job_and_unmeetable_ratio(space, tmp_path):
     narrow = {**spec, "constraints": [{"name": "kept_ratio", "min": 0.601, "max": 0.6015}]}
     with pytest.raises(SpecError, match="no architecture of the space falls inside it"):
         run_job(narrow, store=store)
+    total = space.count_params(space.parent_config)  # each range fine alone, not together
+    clash = {**spec, "constraints": [{"name": "kept_ratio", "min": 0.6, "max": 0.65},
+                                     {"name": "params", "max": int(0.55 * total)}]}
+    with pytest.raises(SpecError, match=rf"0\.6 <= kept_ratio <= 0\.65; params <= {int(0.55 * total)}.*"
+                                        r".*inside them all.*ranges that overlap"):
+        run_job(clash, store=store)
 
 
 def test_layer_removal_runs_dense_and_masked_alike():
