@@ -7,7 +7,8 @@ each kept-parameter ratio (90%, 80%, 60%, 50% by default):
    mutation, crossover; methods §1.4 scaled down), fitness the perplexity of the masked
    parent on fixed calibration windows (``ppl``, the paper's), a constraint ``kept_ratio`` in
    ``[ratio - 0.02, ratio]``; and the same search with a reformation-aware fitness
-   (``ppl_fit_reformed``: each candidate sliced and reformed before it is scored);
+   (``ppl_fit_reformed``: each candidate sliced and reformed before it is scored, on 16
+   calibration windows instead of 4: ``--aware-windows``);
 2. the best architecture of each search, on the held-out test windows, without and with
    reformation;
 3. the baselines: every layer at the same ratio with the same importance scores (FLAP /
@@ -23,7 +24,7 @@ Targets (issue 5): at every ratio, the searched and reformed subnet's perplexity
 over dense is at most 0.7 times the uniform-importance baseline's; reformation lowers
 perplexity in every setting; the search at 80% takes under 15 minutes on two cores.
 
-    python benchmarks/llm_search.py                          # ~15 min with llm-small cached
+    python benchmarks/llm_search.py                          # ~25 min with llm-small cached
     python benchmarks/llm_search.py --ratios 0.8 --evaluations 120
 """
 
@@ -138,9 +139,12 @@ def peak_mb(net: torch.nn.Module) -> float:
         return float(out.stdout.strip().splitlines()[-1])
 
 
-def search(space, ratio: float, fitness: str, evaluations: int, log) -> tuple:
+def search(space, ratio: float, fitness: str, evaluations: int, log, fit_windows: int | None = None) -> tuple:
     lo, hi = round(ratio - WINDOW, 4), ratio
-    spec = {"space": {"name": "llm-subnet", "parent": space.config["parent"]},
+    space_spec = {"name": "llm-subnet", "parent": space.config["parent"]}
+    if fit_windows is not None:
+        space_spec["fit_windows"] = fit_windows
+    spec = {"space": space_spec,
             "objectives": [{"name": fitness, "direction": "minimize"}],
             "constraints": [{"name": "kept_ratio", "min": lo, "max": hi}],
             "strategy": {"name": "evolution"}, "budget": {"evaluations": evaluations}, "seed": 0}
@@ -154,10 +158,10 @@ def search(space, ratio: float, fitness: str, evaluations: int, log) -> tuple:
     return spaces.Architecture.from_dict(best.arch), search_s, len(res.trials)
 
 
-def run_ratio(space, ratio: float, evaluations: int, n_random: int, log) -> dict:
+def run_ratio(space, ratio: float, evaluations: int, n_random: int, log, aware_windows: int) -> dict:
     lo, hi = round(ratio - WINDOW, 4), ratio
     searched, search_s, trials = search(space, ratio, "ppl", evaluations, log)
-    aware, aware_s, _ = search(space, ratio, "ppl_fit_reformed", evaluations, log)
+    aware, aware_s, _ = search(space, ratio, "ppl_fit_reformed", evaluations, log, fit_windows=aware_windows)
     rows = {}
 
     def measure(name, arch, reform=True):
@@ -181,6 +185,9 @@ def main() -> None:
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.9, 0.8, 0.6, 0.5])
     ap.add_argument("--evaluations", type=int, default=240, help="search budget per ratio")
     ap.add_argument("--random", type=int, default=50, help="random subnets per ratio")
+    ap.add_argument("--aware-windows", type=int, default=16,
+                    help="calibration windows of the reformation-aware fitness (a sliced and reformed subnet's "
+                         "perplexity is a noisier signal than the masked parent's; 4 windows mislead it)")
     ap.add_argument("--rounds", type=int, default=5, help="latency rounds")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "llm_search.md"))
     args = ap.parse_args()
@@ -191,7 +198,7 @@ def main() -> None:
     parent = space.parent(progress=lambda done, total, msg: None)
     log(f"parent {parent.name}: {parent.metrics} (ready in {time.perf_counter() - t0:.0f} s)")
     dense = space.evaluate(space.largest(), ["ppl", "ppl_test"])
-    results = [run_ratio(space, r, args.evaluations, args.random, log) for r in args.ratios]
+    results = [run_ratio(space, r, args.evaluations, args.random, log, args.aware_windows) for r in args.ratios]
 
     lines = [f"Dense {args.parent}: test perplexity {dense['ppl_test']:.4f} (bytes), fitness windows {dense['ppl']:.4f}.",
              "", "| kept | method | kept ratio | masked ppl, fitness windows | test ppl | test ppl reformed | increase (reformed) |",
