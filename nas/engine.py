@@ -240,7 +240,7 @@ def _run(job: PreparedJob, store: Store, record: JobRecord, owner: str, executor
             log(msg)
 
     try:
-        _loop(job, store, job_id, owner, record.strategy_state, executor, progress, job_log, should_stop)
+        front = _loop(job, store, job_id, owner, record.strategy_state, executor, progress, job_log, should_stop)
     except BaseException as e:
         state = "cancelled" if isinstance(e, (KeyboardInterrupt, JobCancelled)) else "failed"
         e.job_id = job_id  # for the caller's message (`--resume JOB_ID`)
@@ -257,7 +257,7 @@ def _run(job: PreparedJob, store: Store, record: JobRecord, owner: str, executor
     finally:
         if own_executor:
             executor.close()
-    _final_report(job, store, job_id, job_log)
+    _final_report(job, front, job_log)
     store.finish_job(job_id, owner, "completed")
     return _result(store, job_id, job.problem, job.space)
 
@@ -265,7 +265,7 @@ def _run(job: PreparedJob, store: Store, record: JobRecord, owner: str, executor
 FINAL_REPORT_LIMIT = 5
 
 
-def _final_report(job: PreparedJob, store: Store, job_id: str, job_log: Callable[..., None]) -> None:
+def _final_report(job: PreparedJob, front: list[TrialRecord], job_log: Callable[..., None]) -> None:
     """The space's ``final_metrics`` of the job's Pareto front (best first by the first
     objective, at most ``FINAL_REPORT_LIMIT``), one log line each. A failure here is logged
     and does not fail a search that has finished."""
@@ -274,8 +274,7 @@ def _final_report(job: PreparedJob, store: Store, job_id: str, job_log: Callable
         return
     obj = job.problem.objectives[0]
     sign = 1.0 if obj.direction == "minimize" else -1.0
-    front = sorted(front_of(store.load_trials(job_id), job.problem), key=lambda t: sign * t.values[obj.key])
-    for t in front[:FINAL_REPORT_LIMIT]:
+    for t in sorted(front, key=lambda t: sign * t.values[obj.key])[:FINAL_REPORT_LIMIT]:
         try:
             extra = job.space.evaluate(Architecture.from_dict(t.arch), keys)
         except Exception as e:  # noqa: BLE001 - the search is done; say what could not be measured
@@ -288,7 +287,8 @@ def _final_report(job: PreparedJob, store: Store, job_id: str, job_log: Callable
 
 def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes | None, executor: Executor,
           progress: Callable[[Progress], None] | None, job_log: Callable[..., None],
-          should_stop: Callable[[], bool] | None = None) -> None:
+          should_stop: Callable[[], bool] | None = None) -> list[TrialRecord]:
+    """The search's rounds until the budget is spent; returns the job's Pareto front."""
     spec, space, problem, strategy = job.spec, job.space, job.problem, job.strategy
     history = store.load_trials(job_id)
     rounds = store.load_rounds(job_id)
@@ -373,6 +373,7 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
             break
     if n_eval < budget:
         job_log(f"budget not spent: {n_eval} of {budget} evaluations", "warning")
+    return front.trials
 
 
 def _measurements(raw: list[dict[str, Any]], job_log: Callable[..., None]) -> list[Any]:
