@@ -39,6 +39,8 @@ warnings.simplefilter("ignore")
 # keep this file's own folder off the import path (benchmarks/predictors.py shadows the package)
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: E402
+
 from latency import get_latency_model  # noqa: E402
 from predictors import get_predictor  # noqa: E402
 from predictors.metrics import spearman  # noqa: E402
@@ -100,8 +102,6 @@ def run(devices: list[str], seeds: int) -> dict:
                 raw[f"{dev}|ceiling"]["within10"].append(within(y_test, ceiling))
                 # and a second, model-free view of the same ceiling: gradient-boosted trees, the
                 # strongest plain regressor we found for this table, on the same ~11,000 rows
-                from sklearn.ensemble import HistGradientBoostingRegressor
-
                 hgb = HistGradientBoostingRegressor(max_iter=500, random_state=seed).fit(
                     X[pool], np.log(lat[dev][pool]))
                 ceiling_hgb = np.exp(hgb.predict(X[test]))

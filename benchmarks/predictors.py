@@ -176,12 +176,8 @@ def noise_floor(seeds: int) -> dict:
                 for seed in range(seeds):
                     idx = np.random.default_rng(seed).permutation(len(y))
                     train, test = idx[:n], idx[n:]
-                    if p == "rf":
-                        model = get_predictor("rf", random_state=seed).fit(X[train], y[train])
-                        pred = model.predict(X[test])
-                    else:
-                        model = get_predictor(p, random_state=seed).fit(F[train], y[train], weak_X=F, weak_y=W)
-                        pred = model.predict(F[test])
+                    model, Z, kw = _model(p, space, seed, X, F, W)
+                    pred = model.fit(Z[train], y[train], **kw).predict(Z[test])
                     vals.append(top_k_regret(y[test], pred, 10))
                 regret.setdefault(p, []).append(float(np.mean(vals)))
         out[label] = {"pair_abs_diff_median": float(np.median(diffs)), "n_pairs": len(diffs), "near_best": near,

@@ -108,7 +108,8 @@ class EvolutionStrategy(Strategy):
                 # the span check passed, but the window is narrower than one step of the space's grid
                 got = self.space.evaluate(arch, list(self.bounds))
                 several = len(self.bounds) > 1
-                raise SpecError("constraints", "; ".join(_describe_bound(k, lo, hi) for k, (lo, hi) in self.bounds.items()),
+                raise SpecError("constraints", "; ".join(c.describe() for c in self.ctx.problem.constraints
+                                                         if c.key in self.bounds),
                                 ("ranges that overlap, each at least one grid step wide" if several else
                                  "a range at least one grid step wide") + "; the start architecture has "
                                 + ", ".join(f"{k} {v:.6g}" for k, v in got.items()),
@@ -220,8 +221,3 @@ class EvolutionStrategy(Strategy):
 
     def get_state(self) -> bytes:
         return b""  # replayed from the trials
-
-
-def _describe_bound(key: str, lo: float | None, hi: float | None) -> str:
-    """``0.6 <= kept_ratio <= 0.7``, ``params <= 20000``: an open side is left out."""
-    return (f"{lo:g} <= " if lo is not None else "") + key + (f" <= {hi:g}" if hi is not None else "")
