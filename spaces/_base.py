@@ -175,6 +175,18 @@ class SearchSpace(abc.ABC):
     def _arch(self, params: Mapping[str, Any]) -> Architecture:
         return Architecture(self.name, self.version, params)
 
+    def canonical(self, arch: Architecture) -> Architecture:
+        """An architecture of this space that computes the same function as ``arch``, with what
+        cannot reach the output taken out (in ``nb201``: an edge on no input-output path of live
+        edges becomes ``none``). The identity by default.
+
+        Accuracy predictors read architectures through it (``predictors.weak_labels.features``):
+        cells that differ only in dead edges train to the same network, and columns for those
+        edges are noise to a model fitted on a hundred labels. Latency models do not: a dead
+        edge is still computed by the network as built.
+        """
+        return arch
+
     @abc.abstractmethod
     def encode(self, archs: Sequence[Architecture]) -> np.ndarray:
         """Fixed-length float features, one row per architecture."""

@@ -28,7 +28,7 @@ def samples(space: SearchSpace, seed: int, n: int = 50) -> list[Architecture]:
 
 
 def check_space(space: SearchSpace, n: int = 50) -> None:
-    """Sampling, validation, JSON and pickle round trips, encoding, graph and description."""
+    """Sampling, validation, JSON and pickle round trips, encoding, canonical forms, graph and description."""
     import networkx as nx
 
     archs = samples(space, 0, n)
@@ -46,6 +46,11 @@ def check_space(space: SearchSpace, n: int = 50) -> None:
     assert x.ndim == 2 and x.shape[0] == len(archs) and np.isfinite(x).all(), "encode: shape or non-finite values"
     assert space.encode([]).shape == (0, x.shape[1]), "encode([]) must keep the width"
     np.testing.assert_array_equal(space.encode([archs[5 % n]])[0], x[5 % n], "an encoded row depends on its batch")
+
+    for a in archs[:10]:
+        c = space.canonical(a)
+        space.validate(c)
+        assert space.canonical(c) == c, "canonical must be idempotent"
 
     for a in archs[:10]:
         g = space.graph(a)

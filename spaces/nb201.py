@@ -53,6 +53,20 @@ _PATH_OFFSET = {1: 0, 2: 4, 3: 4 + 16}  # codes over the 4 non-zero ops, by path
 _N_PATH_CODES = 4 + 16 + 64
 
 
+def _live_edges(ops: Sequence[str]) -> list[bool]:
+    """Which edges lie on some input-to-output path whose every edge is not ``none``: the
+    others feed a node the input never reaches, or leave one that never reaches the output."""
+    on = [op != "none" for op in ops]
+    ends = [(int(e[-1]), int(e[0])) for e in EDGES]  # (from, to), in topological order
+    reached = [True, False, False, False]
+    for (src, dst), ok in zip(ends, on):
+        reached[dst] |= ok and reached[src]
+    reaches = [False, False, False, True]
+    for (src, dst), ok in reversed(list(zip(ends, on))):
+        reaches[src] |= ok and reaches[dst]
+    return [ok and reached[src] and reaches[dst] for (src, dst), ok in zip(ends, on)]
+
+
 def arch_str(ops: Sequence[str]) -> str:
     """NB201's string form: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``."""
     a = ops
@@ -103,6 +117,13 @@ class NB201Space(TabularSpace):
 
     def from_index(self, index: int) -> Architecture:
         return self.enumerate()[index]
+
+    def canonical(self, arch: Architecture) -> Architecture:
+        ops = [arch.params[e] for e in EDGES]
+        live = _live_edges(ops)
+        if all(ok or op == "none" for ok, op in zip(live, ops)):
+            return arch
+        return self._arch({e: op if ok else "none" for e, op, ok in zip(EDGES, ops, live)})
 
     def op_indices(self, archs: Sequence[Architecture]) -> np.ndarray:
         return np.array([[_OP_INDEX[a.params[e]] for e in EDGES] for a in archs], dtype=np.int64).reshape(-1, 6)

@@ -410,6 +410,52 @@ class TestNB201:
         assert a != b
         assert not np.array_equal(nb201.encode([b])[0], row)
 
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.sampled_from(OPS), min_size=6, max_size=6))
+    def test_canonical_drops_exactly_the_dead_edges(self, nb201, ops):
+        a = nb201.from_params(dict(zip(EDGES, ops)))
+        c = nb201.canonical(a)
+        # the paths input->output (edge positions in EDGES), written out again here
+        paths = ([3], [0, 4], [1, 5], [0, 2, 5])
+        on_live_path = {e for p in paths if all(ops[e] != "none" for e in p) for e in p}
+        assert [c.params[e] for e in EDGES] == [op if k in on_live_path else "none" for k, op in enumerate(ops)]
+        assert nb201.canonical(c) == c
+        np.testing.assert_array_equal(nb201.encode([c])[0, 35:], nb201.encode([a])[0, 35:])  # same paths
+        assert (c == a) == all(k in on_live_path or op == "none" for k, op in enumerate(ops))
+
+    def test_canonical_forms_are_the_same_network_for_nats_bench(self, nb201, nb201_archs):
+        # NATS-Bench's own isomorphism key (``UniqueString``): a sum of terms ``(x)@op`` over the
+        # input ``0``, with ``#`` for zero. It keeps the ops that act on zero (``(#+#)@op``), so
+        # those are pruned here; then cells with one canonical form must share the key (ours is
+        # finer: it does not merge cells that differ only by the order of commuting nodes)
+        import csv
+
+        from spaces._data import data_file
+
+        def prune(expr: str) -> str:
+            terms, depth, start = [], 0, 0
+            for i, ch in enumerate(expr + "+"):
+                depth += (ch == "(") - (ch == ")")
+                if ch == "+" and depth == 0:
+                    terms.append(expr[start:i])
+                    start = i + 1
+            live = []
+            for t in terms:
+                if t.startswith("("):
+                    inner, op = t[1:].rsplit(")@", 1)
+                    t = "#" if prune(inner) == "#" else f"({prune(inner)})@{op}"
+                if t != "#":
+                    live.append(t)
+            return "+".join(sorted(live)) or "#"
+
+        with open(data_file("nb201-accuracy", "nats_bench.csv"), newline="") as f:
+            keys = [prune(r["UniqueString"]) for r in csv.DictReader(f)]
+        by_form: dict[str, set[str]] = {}
+        for arch, key in zip(nb201_archs, keys):
+            by_form.setdefault(nb201.canonical(arch).arch_id, set()).add(key)
+        assert all(len(k) == 1 for k in by_form.values())
+        assert 9000 < len(by_form) < 10000  # 9,445 functions among 15,625 cells
+
 
 # ====================================================================================
 # hwgpt-s

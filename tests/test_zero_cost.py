@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from predictors.metrics import spearman
-from predictors.weak_labels import _NASLIB_EDGES, _NASLIB_OPS, weak_labels
+from predictors.weak_labels import _NASLIB_EDGES, _NASLIB_OPS, features, weak_labels
 from predictors.zero_cost import compute_proxies, image_batch
 from spaces import get_space
 from spaces._data import data_file
@@ -79,6 +79,20 @@ def test_own_proxies_agree_with_naslib():
         ok = np.isfinite(mine) & np.isfinite(theirs)
         assert spearman(theirs[ok], mine[ok]) > 0.6, proxy
         np.testing.assert_allclose(ours.column(f"naslib_{proxy}"), theirs)
+
+
+def test_features_describe_the_canonical_form(tmp_path, monkeypatch):
+    # no proxy table: the proxies are computed, on the canonical networks
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    space = get_space("nb201", dataset="cifar10")
+    live = {"1<-0": "nor_conv_3x3", "2<-0": "none", "2<-1": "none", "3<-0": "skip_connect", "3<-1": "nor_conv_1x1"}
+    a = space.from_params({**live, "3<-2": "none"})
+    b = space.from_params({**live, "2<-0": "nor_conv_3x3", "3<-2": "none"})  # node 2 never reaches the output
+    fa, fb = features(space, [a, b])
+    np.testing.assert_array_equal(fa, fb)
+    np.testing.assert_array_equal(fa[:120], space.encode([a])[0])
+    assert not np.array_equal(fb[:120], space.encode([b])[0])
+    assert weak_labels(space, [b]).column("params")[0] > weak_labels(space, [a]).column("params")[0]
 
 
 def test_weak_labels_hwgpt_and_unknown_column():
