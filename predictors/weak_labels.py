@@ -208,9 +208,10 @@ def weak_labels(space, archs: Sequence[Any] | None = None, **proxy_kw: Any) -> W
     return table
 
 
-def features(space, archs: Sequence[Any] | None = None, **proxy_kw: Any) -> np.ndarray:
+def features(space, archs: Sequence[Any] | None = None, *, canonical: bool = True, **proxy_kw: Any) -> np.ndarray:
     """``space.encode`` with the space's own weak scores appended as extra columns, both of
-    each architecture's ``space.canonical`` form.
+    each architecture's ``space.canonical`` form (of the architecture as given with
+    ``canonical=False``: what a latency predictor reads).
 
     The appended columns are the proxies this package computes (``OWN_PROXIES`` for spaces
     with networks; ``params, flops`` for ``hwgpt-s``), in that order, at the end: sizes as
@@ -221,21 +222,25 @@ def features(space, archs: Sequence[Any] | None = None, **proxy_kw: Any) -> np.n
     Canonical forms: an accuracy predictor should see the function a cell computes, not the
     edges that never reach its output (their one-hot columns, and the parameters they add to
     ``params``/``flops``, are noise). On NB201 at N = 100 labels this lifts Kendall tau by
-    about 0.02 (README, predictor benchmark).
+    about 0.02 (README, predictor benchmark). A latency, though, is that of the network as
+    built, dead edges included: with the canonical form a forest's Kendall tau on NB201
+    latencies drops by 0.05 to 0.19, hence ``canonical=False``.
     """
     if archs is not None and space.name in ("nb201", "hwgpt-s") and (
             space.name == "hwgpt-s" or _table_path(space)[0].exists()):
         # rows of the whole table: a missing score is filled from the whole table's minimum,
         # so an architecture's features do not depend on what else is asked for with it
-        return features(space, **proxy_kw)[[space.index_of(a) for a in archs]]
+        return features(space, canonical=canonical, **proxy_kw)[[space.index_of(a) for a in archs]]
     if archs is None and hasattr(space, "index_of"):
         # a canonical form is itself in the table: its row is read, not recomputed
-        canon = canonical_index(space)
-        X = space.encoded_table()[canon]
+        X = space.encoded_table()
         table = weak_labels(space, **proxy_kw)
-        table = WeakLabels(table.names, table.values[canon])
+        if canonical:
+            canon = canonical_index(space)
+            X, table = X[canon], WeakLabels(table.names, table.values[canon])
     else:
-        forms = [space.canonical(a) for a in (space.enumerate() if archs is None else archs)]
+        forms = list(space.enumerate() if archs is None else archs)
+        forms = [space.canonical(a) for a in forms] if canonical else forms
         X = space.encode(forms)
         table = weak_labels(space, forms, **proxy_kw)
     own = [n for n in table.names if not n.startswith("naslib_")]

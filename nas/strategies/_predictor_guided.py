@@ -18,7 +18,9 @@ Features: ``space.encode`` plus, with ``zero_cost`` on, the space's zero-cost pr
 (``predictors.weak_labels.features``), and the rankers are pretrained on the space's weak
 labels. ``auto`` turns this on for a tabular space whose proxy table is ready (HW-GPT's comes
 with its table; NB201's is computed once by ``nas proxies nb201``, then cached), so a job
-never stalls on minutes of proxy computation it was not asked for. Every proposal records
+never stalls on minutes of proxy computation it was not asked for. A metric of the function
+(accuracy) is predicted from each architecture's ``space.canonical`` form, a latency on a
+device from the network as built (dead edges still run). Every proposal records
 the predictor that picked it, the number of labels it was fitted on and the trust check.
 """
 
@@ -92,11 +94,16 @@ class PredictorGuidedStrategy(Strategy):
         # must not change the features of a resumed job
         self.zero_cost = saved["zero_cost"] if "zero_cost" in saved else self._zero_cost_on()
         if self.tabular:
-            self.pool_F, self.weak = self.pool_X, None
+            from predictors.weak_labels import canonical_index
+
+            # two views of the pool: the networks as built (what a latency is measured on) and
+            # their canonical forms (what an accuracy depends on); see _of_function
+            self.pool_F, self.pool_Q, self.weak = self.pool_X, self.pool_X[canonical_index(space)], None
             if self.zero_cost:
                 from predictors.weak_labels import features, weak_labels
 
-                self.pool_F, self.weak = features(space), weak_labels(space).values
+                self.pool_F, self.pool_Q = features(space, canonical=False), features(space)
+                self.weak = weak_labels(space).values
         for t in history:
             self._remember(t)
         # profiled latency keys are screened by their Target's latency model (see _latency_screen)
@@ -152,11 +159,11 @@ class PredictorGuidedStrategy(Strategy):
         return [None] * len(trials)
 
     # -- proposals -----------------------------------------------------------------
-    def _candidates(self) -> tuple[list[Architecture], np.ndarray]:
-        """Unseen candidates and their features."""
+    def _candidates(self) -> tuple[list[Architecture], np.ndarray, np.ndarray]:
+        """Unseen candidates and their features: as built, and of their canonical forms."""
         if self.tabular:
             idx = np.flatnonzero(self.available & ~self.seen_mask)
-            return [self.pool[i] for i in idx], self.pool_F[idx]
+            return [self.pool[i] for i in idx], self.pool_F[idx], self.pool_Q[idx]
         suggest = RandomSuggest(self.rng)
         archs: dict[str, Architecture] = {}
         for _ in range(self.params["candidates"]):
@@ -164,15 +171,23 @@ class PredictorGuidedStrategy(Strategy):
             if a.arch_id not in self.seen:
                 archs.setdefault(a.arch_id, a)
         cands = list(archs.values())
-        return cands, self.ctx.space.encode(cands)
+        X = self.ctx.space.encode(cands)
+        return cands, X, X
 
-    def _features(self, archs: Sequence[Architecture]) -> np.ndarray:
+    def _features(self, archs: Sequence[Architecture], canonical: bool = False) -> np.ndarray:
         if self.tabular:
-            return self.pool_F[[self.ctx.space.index_of(a) for a in archs]]
+            return (self.pool_Q if canonical else self.pool_F)[[self.ctx.space.index_of(a) for a in archs]]
         return self.ctx.space.encode(archs)
 
+    @staticmethod
+    def _of_function(key: str) -> bool:
+        """Whether a metric depends only on the function a network computes (accuracy,
+        perplexity: read from canonical forms) rather than on the network as built (a
+        latency on a device, dead edges included: read as built)."""
+        return "@" not in key
+
     def propose(self, n: int) -> list[Proposal]:
-        cands, X = self._candidates()
+        cands, X, XQ = self._candidates()
         if not cands:
             return []
         n = min(n, len(cands))
@@ -180,7 +195,7 @@ class PredictorGuidedStrategy(Strategy):
             pick = self.rng.choice(len(cands), size=n, replace=False)
             return [Proposal(cands[i], {"strategy": self.name, "pick": "random-init", "round": self.round,
                                         "labels": len(self.labelled)}) for i in pick]
-        return self._model_based(cands, X, n)
+        return self._model_based(cands, X, XQ, n)
 
     def _targets(self) -> tuple[np.ndarray, list]:
         """Training targets and, per column, the map back to the metric's own units.
@@ -232,18 +247,30 @@ class PredictorGuidedStrategy(Strategy):
         # hypervolume a batch is chosen by is measured in
         return len(y) > 2 and np.ptp(y) > 0 and abs(float(skew(y))) > 1.0
 
-    def _model_based(self, cands: list[Architecture], X: np.ndarray, n: int) -> list[Proposal]:
+    def _model_based(self, cands: list[Architecture], X: np.ndarray, XQ: np.ndarray, n: int) -> list[Proposal]:
         from predictors import get_predictor
 
         prob = self.ctx.problem
         m = len(prob.objectives)
         Z, inverse = self._targets()
-        X_lab = self._features([Architecture.from_dict(t.arch) for t in self.labelled])
+        archs_lab = [Architecture.from_dict(t.arch) for t in self.labelled]
+        X_lab, XQ_lab = self._features(archs_lab), self._features(archs_lab, canonical=True)
         seed = self.ctx.seed * 1009 + self.round
-        forest = get_predictor(self.params["baseline"], n_estimators=self.params["n_estimators"], random_state=seed)
-        forest.fit(X_lab, Z if Z.shape[1] > 1 else Z[:, 0])
-        mean, std = forest.predict_dist(X)
-        lab_mean, _ = forest.predict_dist(X_lab)
+        # one forest per view: columns of the function on canonical forms, the others as built
+        of_function = np.array([self._of_function(o.key) for o in prob.objectives]
+                               + [self._of_function(c.key) for c in prob.constraints], dtype=bool)
+        mean, std, lab_mean = np.empty((len(X), Z.shape[1])), np.empty((len(X), Z.shape[1])), np.empty(Z.shape)
+        for canonical in (False, True):
+            cols = np.flatnonzero(of_function == canonical)
+            if not len(cols):
+                continue
+            Xc, Xl = (XQ, XQ_lab) if canonical else (X, X_lab)
+            forest = get_predictor(self.params["baseline"], n_estimators=self.params["n_estimators"],
+                                   random_state=seed)
+            forest.fit(Xl, Z[:, cols] if len(cols) > 1 else Z[:, cols[0]])
+            mu, sd = forest.predict_dist(Xc)
+            mean[:, cols], std[:, cols] = mu.reshape(len(Xc), -1), sd.reshape(len(Xc), -1)
+            lab_mean[:, cols] = forest.predict_dist(Xl)[0].reshape(len(Xl), -1)
 
         screened = self._screen_latency(X, X_lab)  # key -> (candidates ms, labelled ms)
 
@@ -263,12 +290,14 @@ class PredictorGuidedStrategy(Strategy):
             # re-checked as the labels grow by half (10, 15, 23, 35, ... labels): a verdict
             # changes slowly, and each check costs k fits of both models per objective
             if self.check is None or len(X_lab) >= 1.5 * self.check["labels"]:
-                self.check = self._trust_check(X_lab, Z[:, :m], seed)
+                self.check = self._trust_check(X_lab, XQ_lab, Z[:, :m], seed)
             check = self.check
             for j in range(m):
                 if self.trusted and self.trusted[j]:
-                    r = self._ranker().fit(X_lab, -Z[:, j], **self._weak())
-                    exploit[:, j], exploit_lab[:, j] = -r.predict(X), -r.predict(X_lab)
+                    canonical = bool(of_function[j])
+                    Xc, Xl = (XQ, XQ_lab) if canonical else (X, X_lab)
+                    r = self._ranker().fit(Xl, -Z[:, j], **self._weak(canonical))
+                    exploit[:, j], exploit_lab[:, j] = -r.predict(Xc), -r.predict(Xl)
                     used[j] = self.params["predictor"]
         for j, o in enumerate(prob.objectives):
             if o.key in screened:  # the Target's latency model, on the column's own scale
@@ -337,15 +366,15 @@ class PredictorGuidedStrategy(Strategy):
         # once per process and reused by every fit (predictors._rank._PRETRAINED)
         return get_predictor(self.params["predictor"], random_state=self.ctx.seed)
 
-    def _weak(self) -> dict[str, Any]:
+    def _weak(self, canonical: bool) -> dict[str, Any]:
         import inspect
 
         takes_weak = "weak_X" in inspect.signature(self._ranker().fit).parameters
         if self.weak is None or not takes_weak:
             return {}
-        return {"weak_X": self.pool_F, "weak_y": self.weak}
+        return {"weak_X": self.pool_Q if canonical else self.pool_F, "weak_y": self.weak}
 
-    def _trust_check(self, X: np.ndarray, Z: np.ndarray, seed: int) -> dict[str, Any]:
+    def _trust_check(self, X_built: np.ndarray, X_canon: np.ndarray, Z: np.ndarray, seed: int) -> dict[str, Any]:
         """Cross-validated Kendall tau of the ranker and of the baseline, per objective.
 
         Sets ``self.trusted`` (per objective: the ranker is used only where it is at least as
@@ -356,12 +385,14 @@ class PredictorGuidedStrategy(Strategy):
         from predictors.metrics import kendall_tau
 
         k = int(self.params["trust_folds"])
-        folds = np.array_split(np.random.default_rng(seed).permutation(len(X)), k)
+        folds = np.array_split(np.random.default_rng(seed).permutation(len(X_built)), k)
         name, base_name = self.params["predictor"], self.params["baseline"]
         keys = [o.key for o in self.ctx.problem.objectives]
-        check: dict[str, Any] = {"folds": k, "labels": len(X)}
+        check: dict[str, Any] = {"folds": k, "labels": len(X_built)}
         verdicts = []
         for j, key in enumerate(keys):
+            canonical = self._of_function(key)
+            X = X_canon if canonical else X_built
             taus: dict[str, list[float]] = {name: [], base_name: []}
             for f, test in enumerate(folds):
                 train = np.setdiff1d(np.arange(len(X)), test)
@@ -370,7 +401,7 @@ class PredictorGuidedStrategy(Strategy):
                     continue
                 base = get_predictor(base_name, n_estimators=self.params["n_estimators"],
                                      random_state=seed + f).fit(X[train], y_tr)
-                rank = self._ranker().fit(X[train], y_tr, **self._weak())
+                rank = self._ranker().fit(X[train], y_tr, **self._weak(canonical))
                 taus[base_name].append(kendall_tau(y_te, base.predict(X[test])))
                 taus[name].append(kendall_tau(y_te, rank.predict(X[test])))
             if not taus[name]:
@@ -389,10 +420,10 @@ class PredictorGuidedStrategy(Strategy):
                 msg = f"{name} on {key}: too few distinct labels to cross-validate; {base_name} ranks for now"
             elif verdicts[j]:
                 msg = (f"{name} trusted on {key}: cross-validated Kendall tau {c[name]:.3f} >= {base_name} "
-                       f"{c[base_name]:.3f} on {len(X)} labels; it ranks the exploit half")
+                       f"{c[base_name]:.3f} on {len(X_built)} labels; it ranks the exploit half")
             else:
                 msg = (f"{name} not trusted on {key}: cross-validated Kendall tau {c[name]:.3f} < {base_name} "
-                       f"{c[base_name]:.3f} on {len(X)} labels; falling back to {base_name}")
+                       f"{c[base_name]:.3f} on {len(X_built)} labels; falling back to {base_name}")
             self.ctx.log(f"round {self.round}: {msg}")
         self.trusted = verdicts
         return check
