@@ -6,7 +6,8 @@ predictors see the same splits in the same run.
 
 - ``rf``, ``gbdt``: the baselines, on ``space.encode`` alone;
 - ``zero-cost``: one proxy, no training (``nwot`` on NB201, ``params`` on HW-GPT);
-- ``rf+zc``: the forest on ``features`` (the encoding plus the zero-cost columns);
+- ``rf+zc``: the forest on ``features`` (the encoding plus the zero-cost columns, both of
+  each architecture's ``space.canonical`` form);
 - ``lambdarank``, ``ranknet``: the learned rankers on ``features``, pretrained on the weak
   labels of the whole space (own proxies, and NASLib's where it has them), then fine-tuned.
 
