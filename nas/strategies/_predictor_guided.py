@@ -104,6 +104,7 @@ class PredictorGuidedStrategy(Strategy):
 
                 self.pool_F, self.pool_Q = features(space, canonical=False), features(space)
                 self.weak = weak_labels(space).values
+        self.views_differ = self.tabular and not np.array_equal(self.pool_F, self.pool_Q)
         for t in history:
             self._remember(t)
         # profiled latency keys are screened by their Target's latency model (see _latency_screen)
@@ -257,8 +258,11 @@ class PredictorGuidedStrategy(Strategy):
         X_lab, XQ_lab = self._features(archs_lab), self._features(archs_lab, canonical=True)
         seed = self.ctx.seed * 1009 + self.round
         # one forest per view: columns of the function on canonical forms, the others as built
+        # (one forest for all when every architecture is its own canonical form, e.g. hwgpt-s)
         of_function = np.array([self._of_function(o.key) for o in prob.objectives]
                                + [self._of_function(c.key) for c in prob.constraints], dtype=bool)
+        if not self.views_differ:
+            of_function[:] = False
         mean, std, lab_mean = np.empty((len(X), Z.shape[1])), np.empty((len(X), Z.shape[1])), np.empty(Z.shape)
         for canonical in (False, True):
             cols = np.flatnonzero(of_function == canonical)
