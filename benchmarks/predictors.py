@@ -83,7 +83,7 @@ def main() -> int:
         X = space.encoded_table()
         y = sign * space.metric_array(metric)
         F = features(space, progress=_progress(label))
-        W = weak_labels(space).values
+        W = weak_labels(space, canonical=True).values  # the scores of the forms F describes
         scores = {(n, p): [] for n in SIZES for p in PREDICTORS}
         secs = {(n, p): [] for n in SIZES for p in PREDICTORS}
         for seed in range(args.seeds):  # seeds outside: a ranker's pretraining is reused across N
@@ -160,7 +160,7 @@ def noise_floor(seeds: int) -> dict:
     for label, name, cfg, metric, _ in SETTINGS[:3]:
         space = get_space(name, **cfg)
         y = space.metric_array(metric)
-        F, W, X = features(space), weak_labels(space).values, space.encoded_table()
+        F, W, X = features(space), weak_labels(space, canonical=True).values, space.encoded_table()
         # every pair inside a class, among classes of good networks (above the median: the
         # degenerate ones, e.g. no input-output path, sit at chance and say nothing)
         diffs = []

@@ -189,11 +189,20 @@ def _naslib_nb201(space) -> WeakLabels:
 
 
 # -- entry point -------------------------------------------------------------------------
-def weak_labels(space, archs: Sequence[Any] | None = None, **proxy_kw: Any) -> WeakLabels:
+def weak_labels(space, archs: Sequence[Any] | None = None, *, canonical: bool = False,
+                **proxy_kw: Any) -> WeakLabels:
     """Weak labels of ``archs``, or of the whole tabular space in ``enumerate`` order.
 
     With ``archs`` and no cached table for the space, only those architectures are scored.
+    ``canonical=True``: the scores of each architecture's ``space.canonical`` form, the
+    targets that go with ``features`` (which describe canonical forms) in pretraining; by
+    default the scores of the architectures as given, as NASLib publishes them.
     """
+    if canonical:
+        if archs is None and hasattr(space, "index_of"):
+            table = weak_labels(space, **proxy_kw)
+            return WeakLabels(table.names, table.values[canonical_index(space)])
+        archs = [space.canonical(a) for a in (space.enumerate() if archs is None else archs)]
     if space.name == "hwgpt-s":
         names = ("params", "flops")
         table = WeakLabels(names, np.column_stack([space.metric_array(n) for n in names]))

@@ -41,13 +41,20 @@ class Choice:
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """A metric a space can report. ``devices`` is non-empty for per-device metrics (latency)."""
+    """A metric a space can report. ``devices`` is non-empty for per-device metrics (latency).
+
+    ``of_function``: the metric depends only on the function the network computes (an
+    accuracy), so predictors may read it from ``SearchSpace.canonical`` forms; False for a
+    metric of the network as built (a latency or a size counts the parts that never reach
+    the output too).
+    """
 
     name: str
     unit: str
     direction: str  # the natural direction: "minimize" or "maximize"
     devices: tuple[str, ...] = ()
     description: str = ""
+    of_function: bool = False
 
 
 @dataclass(frozen=True)

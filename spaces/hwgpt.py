@@ -50,8 +50,9 @@ class HWGPTSpace(TabularSpace):
 
     def metrics(self) -> dict[str, MetricInfo]:
         return {
-            "perplexity": MetricInfo("perplexity", "", "minimize", (), "perplexity of the inherited-weight subnet"),
-            "accuracy": MetricInfo("accuracy", "", "maximize", (), "next-token accuracy"),
+            "perplexity": MetricInfo("perplexity", "", "minimize", (), "perplexity of the inherited-weight subnet",
+                                     of_function=True),
+            "accuracy": MetricInfo("accuracy", "", "maximize", (), "next-token accuracy", of_function=True),
             "params": MetricInfo("params", "count", "minimize"),
             "flops": MetricInfo("flops", "FLOPs", "minimize"),
             "latency_ms": MetricInfo("latency_ms", "ms", "minimize", DEVICES,

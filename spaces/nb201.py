@@ -93,7 +93,8 @@ class NB201Space(TabularSpace):
     def metrics(self) -> dict[str, MetricInfo]:
         return {
             "accuracy": MetricInfo("accuracy", "%", "maximize", (),
-                                   f"NATS-Bench test accuracy on {self.config['dataset']} after 200 epochs"),
+                                   f"NATS-Bench test accuracy on {self.config['dataset']} after 200 epochs",
+                                   of_function=True),
             "latency_ms": MetricInfo("latency_ms", "ms", "minimize",
                                      HELP_DEVICES + tuple(NNMETER_DEVICES) + PROFILED_DEVICES,
                                      "measured latency (HELP: 27 devices; nn-Meter: 4 devices, 2,000 archs; "

@@ -98,13 +98,22 @@ class PredictorGuidedStrategy(Strategy):
 
             # two views of the pool: the networks as built (what a latency is measured on) and
             # their canonical forms (what an accuracy depends on); see _of_function
-            self.pool_F, self.pool_Q, self.weak = self.pool_X, self.pool_X[canonical_index(space)], None
+            self.canon = canonical_index(space)
+            self.pool_F, self.pool_Q, self.weak = self.pool_X, self.pool_X[self.canon], None
             if self.zero_cost:
                 from predictors.weak_labels import features, weak_labels
 
                 self.pool_F, self.pool_Q = features(space, canonical=False), features(space)
-                self.weak = weak_labels(space).values
+                self.weak, self.weak_Q = weak_labels(space).values, weak_labels(space, canonical=True).values
         self.views_differ = self.tabular and not np.array_equal(self.pool_F, self.pool_Q)
+        keys = [o.key for o in ctx.problem.objectives] + [c.key for c in ctx.problem.constraints]
+        function_keys = [self._of_function(k) for k in keys]
+        # copies of one network (cells that differ only in dead edges) are screened as one
+        # candidate when any metric is of the function (see _candidates)
+        self.dedupe = self.views_differ and any(function_keys)
+        self.all_function = all(function_keys)
+        if self.tabular:
+            self.seen_form = np.zeros(len(self.pool), dtype=bool)
         for t in history:
             self._remember(t)
         # profiled latency keys are screened by their Target's latency model (see _latency_screen)
@@ -145,7 +154,9 @@ class PredictorGuidedStrategy(Strategy):
     def _remember(self, t: TrialRecord) -> None:
         self.seen.add(t.arch_id)
         if self.tabular:
-            self.seen_mask[self.ctx.space.index_of(Architecture.from_dict(t.arch))] = True
+            i = self.ctx.space.index_of(Architecture.from_dict(t.arch))
+            self.seen_mask[i] = True
+            self.seen_form[self.canon[i]] = True
         if t.state == "complete":
             self.labelled.append(t)
 
@@ -164,6 +175,8 @@ class PredictorGuidedStrategy(Strategy):
         """Unseen candidates and their features: as built, and of their canonical forms."""
         if self.tabular:
             idx = np.flatnonzero(self.available & ~self.seen_mask)
+            if self.dedupe:
+                idx = self._one_per_function(idx)
             return [self.pool[i] for i in idx], self.pool_F[idx], self.pool_Q[idx]
         suggest = RandomSuggest(self.rng)
         archs: dict[str, Architecture] = {}
@@ -175,17 +188,31 @@ class PredictorGuidedStrategy(Strategy):
         X = self.ctx.space.encode(cands)
         return cands, X, X
 
+    def _one_per_function(self, idx: np.ndarray) -> np.ndarray:
+        """One cell per function among ``idx``: its canonical cell where that can be evaluated,
+        else its first copy. Copies share every metric of the function and only add dead
+        edges (latency), so a batch of them would spend evaluations on one fact (e.g. the 341
+        NB201 cells with no input-output path). A function already measured is dropped when
+        every metric is of the function; otherwise only once its canonical cell is measured
+        (a copy measured first says nothing of the canonical cell's latency)."""
+        form = self.canon[idx]
+        idx = idx[~(self.seen_form if self.all_function else self.seen_mask)[form]]
+        form = self.canon[idx]
+        order = np.lexsort((idx != form, form))  # by function, its canonical cell first
+        _, first = np.unique(form[order], return_index=True)
+        return np.sort(idx[order][first])
+
     def _features(self, archs: Sequence[Architecture], canonical: bool = False) -> np.ndarray:
         if self.tabular:
             return (self.pool_Q if canonical else self.pool_F)[[self.ctx.space.index_of(a) for a in archs]]
         return self.ctx.space.encode(archs)
 
-    @staticmethod
-    def _of_function(key: str) -> bool:
-        """Whether a metric depends only on the function a network computes (accuracy,
-        perplexity: read from canonical forms) rather than on the network as built (a
-        latency on a device, dead edges included: read as built)."""
-        return "@" not in key
+    def _of_function(self, key: str) -> bool:
+        """Whether a metric depends only on the function a network computes (an accuracy: read
+        from canonical forms) rather than on the network as built (a latency, dead edges
+        included: read as built); the space's ``MetricInfo.of_function`` says which."""
+        info = self.ctx.space.metrics().get(key.partition("@")[0])
+        return bool(info and info.of_function)
 
     def propose(self, n: int) -> list[Proposal]:
         cands, X, XQ = self._candidates()
@@ -376,7 +403,8 @@ class PredictorGuidedStrategy(Strategy):
         takes_weak = "weak_X" in inspect.signature(self._ranker().fit).parameters
         if self.weak is None or not takes_weak:
             return {}
-        return {"weak_X": self.pool_Q if canonical else self.pool_F, "weak_y": self.weak}
+        return {"weak_X": self.pool_Q, "weak_y": self.weak_Q} if canonical else \
+            {"weak_X": self.pool_F, "weak_y": self.weak}
 
     def _trust_check(self, X_built: np.ndarray, X_canon: np.ndarray, Z: np.ndarray, seed: int) -> dict[str, Any]:
         """Cross-validated Kendall tau of the ranker and of the baseline, per objective.
