@@ -9,6 +9,7 @@ lookup); Ray's per-trial overhead is measured by benchmarks/throughput.py.
 
     python benchmarks/search_efficiency.py            # full: 10 seeds
     python benchmarks/search_efficiency.py --quick    # 3 seeds, fewer settings
+    BENCH_STRATEGIES=predictor-guided python benchmarks/search_efficiency.py --settings nb201/cifar100/raspi4
 """
 
 from __future__ import annotations
@@ -79,10 +80,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="3 seeds, 3 settings")
+    ap.add_argument("--settings", help="comma-separated labels, e.g. nb201/cifar100/raspi4 (default: all)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_efficiency.json"))
     args = ap.parse_args()
     seeds = 3 if args.quick else args.seeds
     settings = SETTINGS[::3] if args.quick else SETTINGS
+    if args.settings:
+        wanted = args.settings.split(",")
+        unknown = sorted(set(wanted) - {s[0] for s in SETTINGS})
+        if unknown:
+            ap.error(f"--settings: got {', '.join(unknown)}; valid: {', '.join(s[0] for s in SETTINGS)}")
+        settings = [s for s in SETTINGS if s[0] in wanted]
     budget = max(CHECKPOINTS)
     tmp = tempfile.TemporaryDirectory()
     store = Store(f"sqlite:///{tmp.name}/bench.db")
