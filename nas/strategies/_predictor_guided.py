@@ -362,7 +362,9 @@ class PredictorGuidedStrategy(Strategy):
             index = {a.arch_id: i for i, a in enumerate(cands)}
             taken = {cands[i].arch_id for i, _ in chosen}
             for screen in self.screens.values():
-                arch = screen.most_uncertain(self.seen | taken)
+                # among the sample's candidates only (one cell per function may leave a copy out)
+                outside = {a.arch_id for a in screen.sample if a.arch_id not in index}
+                arch = screen.most_uncertain(self.seen | taken | outside)
                 if arch is not None and arch.arch_id in index:
                     last = max(k for k, (_, mode) in enumerate(chosen) if mode == "explore") \
                         if any(mode == "explore" for _, mode in chosen) else len(chosen) - 1
