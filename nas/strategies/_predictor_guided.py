@@ -105,12 +105,15 @@ class PredictorGuidedStrategy(Strategy):
 
                 self.pool_F, self.pool_Q = features(space, canonical=False), features(space)
                 self.weak, self.weak_Q = weak_labels(space).values, weak_labels(space, canonical=True).values
-        self.views_differ = self.tabular and not np.array_equal(self.pool_F, self.pool_Q)
+        views_differ = self.tabular and not np.array_equal(self.pool_F, self.pool_Q)
         keys = [o.key for o in ctx.problem.objectives] + [c.key for c in ctx.problem.constraints]
         function_keys = [self._of_function(k) for k in keys]
+        # per objective, then constraint: predicted from canonical forms (else as built; all
+        # as built when every architecture is its own canonical form, e.g. hwgpt-s)
+        self.on_canonical = np.array(function_keys, dtype=bool) & views_differ
         # copies of one network (cells that differ only in dead edges) are screened as one
         # candidate when any metric is of the function (see _candidates)
-        self.dedupe = self.views_differ and any(function_keys)
+        self.dedupe = bool(self.on_canonical.any())
         self.all_function = all(function_keys)
         if self.tabular:
             self.seen_form = np.zeros(len(self.pool), dtype=bool)
@@ -284,15 +287,10 @@ class PredictorGuidedStrategy(Strategy):
         archs_lab = [Architecture.from_dict(t.arch) for t in self.labelled]
         X_lab, XQ_lab = self._features(archs_lab), self._features(archs_lab, canonical=True)
         seed = self.ctx.seed * 1009 + self.round
-        # one forest per view: columns of the function on canonical forms, the others as built
-        # (one forest for all when every architecture is its own canonical form, e.g. hwgpt-s)
-        of_function = np.array([self._of_function(o.key) for o in prob.objectives]
-                               + [self._of_function(c.key) for c in prob.constraints], dtype=bool)
-        if not self.views_differ:
-            of_function[:] = False
+        # one forest per view (see self.on_canonical)
         mean, std, lab_mean = np.empty((len(X), Z.shape[1])), np.empty((len(X), Z.shape[1])), np.empty(Z.shape)
         for canonical in (False, True):
-            cols = np.flatnonzero(of_function == canonical)
+            cols = np.flatnonzero(self.on_canonical == canonical)
             if not len(cols):
                 continue
             Xc, Xl = (XQ, XQ_lab) if canonical else (X, X_lab)
@@ -325,7 +323,7 @@ class PredictorGuidedStrategy(Strategy):
             check = self.check
             for j in range(m):
                 if self.trusted and self.trusted[j]:
-                    canonical = bool(of_function[j])
+                    canonical = bool(self.on_canonical[j])
                     Xc, Xl = (XQ, XQ_lab) if canonical else (X, X_lab)
                     r = self._ranker().fit(Xl, -Z[:, j], **self._weak(canonical))
                     exploit[:, j], exploit_lab[:, j] = -r.predict(Xc), -r.predict(Xl)
@@ -425,7 +423,7 @@ class PredictorGuidedStrategy(Strategy):
         check: dict[str, Any] = {"folds": k, "labels": len(X_built)}
         verdicts = []
         for j, key in enumerate(keys):
-            canonical = self._of_function(key)
+            canonical = bool(self.on_canonical[j])
             X = X_canon if canonical else X_built
             taus: dict[str, list[float]] = {name: [], base_name: []}
             for f, test in enumerate(folds):
