@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["WeakLabels", "weak_labels", "features", "feature_names", "canonical_index", "proxy_table",
-           "proxy_scores", "cache_dir", "NB201_PROXY_NET"]
+__all__ = ["WeakLabels", "weak_labels", "features", "feature_names", "proxy_table", "proxy_scores", "cache_dir",
+           "NB201_PROXY_NET"]
 
 # the network the NB201 proxies are computed on: small enough for 15,625 architectures in
 # minutes on two cores; measured against the full-size network on 200 random cells, the
@@ -201,7 +201,7 @@ def weak_labels(space, archs: Sequence[Any] | None = None, *, canonical: bool = 
     if canonical:
         if archs is None and hasattr(space, "index_of"):
             table = weak_labels(space, **proxy_kw)
-            return WeakLabels(table.names, table.values[canonical_index(space)])
+            return WeakLabels(table.names, table.values[space.canonical_indices()])
         archs = [space.canonical(a) for a in (space.enumerate() if archs is None else archs)]
     if space.name == "hwgpt-s":
         names = ("params", "flops")
@@ -245,7 +245,7 @@ def features(space, archs: Sequence[Any] | None = None, *, canonical: bool = Tru
         X = space.encoded_table()
         table = weak_labels(space, **proxy_kw)
         if canonical:
-            canon = canonical_index(space)
+            canon = space.canonical_indices()
             X, table = X[canon], WeakLabels(table.names, table.values[canon])
     else:
         forms = list(space.enumerate() if archs is None else archs)
@@ -260,15 +260,6 @@ def features(space, archs: Sequence[Any] | None = None, *, canonical: bool = Tru
     lo = np.nanmin(np.where(np.isfinite(W), W, np.nan), axis=0) if np.isfinite(W).any() else np.zeros(W.shape[1])
     W = np.where(np.isfinite(W), W, np.nan_to_num(lo) - 1.0)
     return np.hstack([X.astype(np.float64), W])
-
-
-def canonical_index(space) -> np.ndarray:
-    """For each architecture of a tabular space (``enumerate`` order), the index of its
-    ``space.canonical`` form; computed once per space object."""
-    memo = space._cache.data
-    if "canonical_index" not in memo:
-        memo["canonical_index"] = np.array([space.index_of(space.canonical(a)) for a in space.enumerate()])
-    return memo["canonical_index"]
 
 
 def feature_names(space) -> tuple[str, ...]:

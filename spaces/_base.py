@@ -302,3 +302,10 @@ class TabularSpace(SearchSpace):
         if "encoded" not in self._cache.data:
             self._cache.data["encoded"] = self.encode(self.enumerate())
         return self._cache.data["encoded"]
+
+    def canonical_indices(self) -> np.ndarray:
+        """For each architecture (``enumerate`` order), the index of its ``canonical`` form,
+        computed once (a canonical form is itself in the table)."""
+        if "canonical" not in self._cache.data:
+            self._cache.data["canonical"] = np.array([self.index_of(self.canonical(a)) for a in self.enumerate()])
+        return self._cache.data["canonical"]

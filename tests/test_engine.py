@@ -344,11 +344,10 @@ def test_accuracy_is_ranked_on_canonical_forms_and_latency_on_networks_as_built(
 
 
 def test_predictor_guided_evaluates_each_network_once(store):
-    from predictors.weak_labels import canonical_index
     from spaces import Architecture, get_space
 
     space = get_space("nb201")
-    canon = canonical_index(space)
+    canon = space.canonical_indices()
     spec = make_spec("predictor-guided", budget=40, predictor="rf")
     spec["objectives"], spec["constraints"] = [{"name": "accuracy"}], []
     accuracy_only = run_job(spec, store)

@@ -94,17 +94,16 @@ class PredictorGuidedStrategy(Strategy):
         # must not change the features of a resumed job
         self.zero_cost = saved["zero_cost"] if "zero_cost" in saved else self._zero_cost_on()
         if self.tabular:
-            from predictors.weak_labels import canonical_index
-
             # two views of the pool: the networks as built (what a latency is measured on) and
             # their canonical forms (what an accuracy depends on); see _of_function
-            self.canon = canonical_index(space)
+            self.canon = space.canonical_indices()
             self.pool_F, self.pool_Q, self.weak = self.pool_X, self.pool_X[self.canon], None
             if self.zero_cost:
                 from predictors.weak_labels import features, weak_labels
 
                 self.pool_F, self.pool_Q = features(space, canonical=False), features(space)
-                self.weak, self.weak_Q = weak_labels(space).values, weak_labels(space, canonical=True).values
+                self.weak = weak_labels(space).values
+                self.weak_Q = self.weak[self.canon]  # = weak_labels(space, canonical=True)
         views_differ = self.tabular and not np.array_equal(self.pool_F, self.pool_Q)
         keys = [o.key for o in ctx.problem.objectives] + [c.key for c in ctx.problem.constraints]
         function_keys = [self._of_function(k) for k in keys]
