@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["NasError", "SpecError", "JobNotFoundError", "JobConflictError", "StorageError", "EvaluationError"]
+__all__ = ["NasError", "SpecError", "JobNotFoundError", "JobConflictError", "StorageError", "EvaluationError",
+           "StrategyError", "JobCancelled"]
 
 
 class NasError(Exception):
@@ -45,6 +46,15 @@ class StorageError(NasError):
 
 class EvaluationError(NasError):
     """An evaluation tier failure that is not a per-trial failure (e.g. Ray could not start)."""
+
+
+class StrategyError(NasError):
+    """A fault in a strategy's own code (a bug, or a library it drives that changed), as
+    opposed to an evaluation that failed on one architecture (a trial in state ``fail``)."""
+
+    def __init__(self, strategy: str, step: str, error: BaseException) -> None:
+        self.strategy, self.step, self.error = strategy, step, error
+        super().__init__(f"internal error in strategy {strategy} ({step}): {type(error).__name__}: {error}")
 
 
 class JobCancelled(NasError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,31 @@ from ..errors import SpecError
 from ..problem import Problem
 from ..storage.records import TrialRecord
 
-__all__ = ["Proposal", "SearchContext", "Strategy"]
+__all__ = ["Proposal", "SearchContext", "Strategy", "dump_state", "load_state"]
+
+
+def _plain(o: Any) -> Any:
+    """numpy scalars and arrays as the Python values JSON holds (a state is our data, never a library's)."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"a strategy state holds JSON values, not {type(o).__name__}")
+
+
+def dump_state(state: dict[str, Any]) -> bytes:
+    """A strategy state as UTF-8 JSON (what ``Strategy.get_state`` returns)."""
+    return json.dumps(state, default=_plain, sort_keys=True).encode()
+
+
+def load_state(state: bytes | None) -> dict[str, Any]:
+    """The dict ``dump_state`` wrote; ``{}`` for a new job and for a state an older release
+    wrote as a pickle, which is never unpickled: each strategy rebuilds from the trials."""
+    if not state:
+        return {}
+    try:
+        saved = json.loads(state.decode())
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def _check_param(key: str, value: Any, kind: Any, lo: float | None = None, hi: float | None = None) -> None:
@@ -68,7 +93,14 @@ class Strategy(abc.ABC):
        is exhausted) followed by exactly one ``tell(proposals, trials)`` with the trials in the
        same order. ``tell`` returns, per trial, the replay data the strategy needs to rebuild
        itself on resume (stored in the trial's ``sampler`` column), or ``None``.
-    3. ``get_state()`` after each ``tell``.
+    3. ``get_state()`` after each ``tell``: plain JSON of the strategy's own data
+       (``dump_state``), never a pickle of a library's objects, whose internals change
+       between releases; what a library's object needs is rebuilt in ``start`` (from the seed
+       and the trials, see the Optuna strategies).
+
+    ``check_runtime(space, problem)`` runs once before a job is stored: a strategy that cannot
+    run with the installed libraries (``requires``: distribution -> version range) raises
+    :class:`SpecError` there, not after minutes of evaluations.
 
     Determinism: for a given seed and history, a strategy proposes the same architectures,
     and ``start`` from (history, state) continues exactly as an uninterrupted run would.
@@ -81,6 +113,8 @@ class Strategy(abc.ABC):
     # parameter -> (kind, min, max); kind is "int", "float", "bool", "float?" (None allowed) or
     # a tuple of allowed values. Checked at construction, i.e. before a job row exists.
     rules: ClassVar[dict[str, tuple]] = {}
+    # distributions the strategy drives, with the versions it is tested with (pip specifiers)
+    requires: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -94,6 +128,22 @@ class Strategy(abc.ABC):
     @property
     def batch_size(self) -> int:
         return int(self.params["batch_size"])
+
+    def check_runtime(self, space: SearchSpace, problem: Problem) -> None:
+        """Raise :class:`SpecError` when this strategy cannot run here (see the class docstring)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        from packaging.specifiers import SpecifierSet
+
+        for dist, spec in self.requires.items():
+            try:
+                have = version(dist)
+            except PackageNotFoundError:
+                raise SpecError("strategy.name", self.name, "", reason=(
+                    f"it needs {dist}{spec}, which is not installed: pip install '{dist}{spec}'")) from None
+            if not SpecifierSet(spec).contains(have, prereleases=True):
+                raise SpecError("strategy.name", self.name, "", reason=(
+                    f"it needs {dist}{spec}; {dist} {have} is installed: pip install '{dist}{spec}'"))
 
     @abc.abstractmethod
     def start(self, ctx: SearchContext, history: Sequence[TrialRecord], state: bytes | None) -> None: ...

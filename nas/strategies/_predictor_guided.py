@@ -26,7 +26,6 @@ the predictor that picked it, the number of labels it was fitted on and the trus
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +36,7 @@ from spaces import Architecture, RandomSuggest, TabularSpace, is_profiled
 from ..errors import SpecError
 from ..pareto import _hv_min, nondominated_rank
 from ..storage.records import TrialRecord
-from ._base import Proposal, SearchContext, Strategy
+from ._base import Proposal, SearchContext, Strategy, dump_state, load_state
 
 __all__ = ["PredictorGuidedStrategy"]
 
@@ -70,7 +69,7 @@ class PredictorGuidedStrategy(Strategy):
     # -- lifecycle -----------------------------------------------------------------
     def start(self, ctx: SearchContext, history: Sequence[TrialRecord], state: bytes | None) -> None:
         self.ctx = ctx
-        saved = pickle.loads(state) if state is not None else {}
+        saved = load_state(state)
         self.rng = np.random.default_rng(ctx.seed)
         if "rng" in saved:
             self.rng.bit_generator.state = saved["rng"]
@@ -163,7 +162,7 @@ class PredictorGuidedStrategy(Strategy):
             self.labelled.append(t)
 
     def get_state(self) -> bytes:
-        return pickle.dumps({"rng": self.rng.bit_generator.state, "round": self.round, "trusted": self.trusted,
+        return dump_state({"rng": self.rng.bit_generator.state, "round": self.round, "trusted": self.trusted,
                              "check": self.check, "zero_cost": self.zero_cost})
 
     def tell(self, proposals: Sequence[Proposal], trials: Sequence[TrialRecord]) -> list[dict[str, Any] | None]:
