@@ -104,6 +104,7 @@ _JOB = """
 <div class="card"><div id="progress"></div>
 <label>x <select id="ax"></select></label><label>y <select id="ay"></select></label>
 <button id="cancel">Cancel</button> <button id="resume">Resume</button> <span id="msg"></span></div>
+<div class="card err" id="failure" hidden></div>
 <div class="card"><div id="plot" style="height:480px"></div></div>
 <div class="card"><h3>Log</h3><pre id="log"></pre></div>
 """
@@ -116,6 +117,10 @@ const all = [];  // the job's complete trials fetched so far, in trial order
 async function refresh() {
   const job = await api(`/jobs/${jid}`);
   document.getElementById("state").innerHTML = `<span class="state-${job.state}">${job.state}</span>`;
+  const failure = document.getElementById("failure");  // why a job failed, above everything it kept
+  failure.hidden = !(job.state === "failed" && job.error);
+  failure.textContent = failure.hidden ? "" :
+    `Failed: ${job.error}. The trials evaluated before the failure are kept; the log below has the traceback.`;
   document.getElementById("progress").textContent =
     `${job.n_evaluations}/${job.budget} evaluations, ${job.n_trials} trials, round ${job.rounds}, ` +
     `hypervolume ${job.hypervolume == null ? "-" : job.hypervolume.toFixed(4)}`;

@@ -146,6 +146,8 @@ def _print_result(result, console) -> None:
     if result.n_evaluations < result.budget:
         spent += " (budget not spent: see `nas show` for why)"
     out.print(f"job {result.job_id}: {result.state}, {spent}, hypervolume {hv}")
+    if result.state == "failed" and result.error:
+        out.print(f"failed: {result.error}", markup=False, highlight=False)
     out.print(f"database: {result.database}")
 
 

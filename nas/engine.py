@@ -8,10 +8,12 @@ budget of real evaluations is spent. The driver is the job's only writer.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import Any
 
 from spaces import Architecture, InvalidConfigError, SearchSpace, SpacesError, UnknownSpaceError, get_space
 
-from .errors import EvaluationError, JobCancelled, JobConflictError, NasError, SpecError
+from .errors import EvaluationError, JobCancelled, JobConflictError, NasError, SpecError, StrategyError
 from .evaluation import Executor, make_evaluator, make_executor
 from .fronts import RunningFront, front_of
 from .problem import Problem
@@ -29,6 +31,10 @@ from .storage import JobRecord, RoundRecord, Store, TrialRecord
 from .strategies import SearchContext, Strategy, get_strategy
 
 __all__ = ["run_job", "prepare_job", "JobResult", "Progress", "PreparedJob"]
+
+log = logging.getLogger("nas.runner")
+# frames of a failure's traceback kept in the job's log (the innermost ones: where it broke)
+TRACEBACK_FRAMES = 6
 
 # a job whose owner has not written for this long, on another host, is considered abandoned
 STALE_AFTER = timedelta(minutes=5)
@@ -61,12 +67,13 @@ class JobResult:
     objectives: list[dict[str, str]] = field(default_factory=list)
     n_evaluations: int = 0
     budget: int = 0
+    error: str | None = None  # why a failed job failed
 
     def to_dict(self) -> dict[str, Any]:
         def trial(t: TrialRecord) -> dict[str, Any]:
             return {"number": t.number, "arch": t.arch, "values": t.values, "state": t.state,
                     "feasible": t.feasible, "source": t.source}
-        return {"job_id": self.job_id, "state": self.state, "database": self.database,
+        return {"job_id": self.job_id, "state": self.state, "error": self.error, "database": self.database,
                 "n_evaluations": self.n_evaluations, "budget": self.budget,
                 "objectives": self.objectives, "hypervolume": self.hypervolume,
                 "trials": [trial(t) for t in self.trials], "pareto": [trial(t) for t in self.pareto]}
@@ -100,6 +107,7 @@ def prepare_job(spec: JobSpec | Mapping[str, Any]) -> PreparedJob:
         raise SpecError("space", spec.space.name, "", reason=str(e)) from None
     _check_profilers(problem, space)
     strategy = get_strategy(spec.strategy.name, **spec.strategy.params)
+    strategy.check_runtime(space, problem)  # the installed libraries can run it, or a SpecError now
     return PreparedJob(spec, space, problem, strategy)
 
 
@@ -225,8 +233,9 @@ def run_claimed(record: JobRecord, store: Store, owner: str, *, executor: Execut
         return _run(job, store, record, owner, executor, own_executor, progress, log, should_stop)
     except JobCancelled:
         return _result(store, record.id, job.problem, job.space)
-    except Exception:
-        return None  # recorded as failed by _run
+    except Exception:  # recorded as failed by _run (reason and traceback in the job's log)
+        log.exception("job %s failed", record.id)  # and in the runner's output (`nas serve`)
+        return None
 
 
 def _run(job: PreparedJob, store: Store, record: JobRecord, owner: str, executor: Executor, own_executor: bool,
@@ -247,10 +256,12 @@ def _run(job: PreparedJob, store: Store, record: JobRecord, owner: str, executor
         try:
             if isinstance(e, JobCancelled):
                 job_log("cancelled on request; resume continues it from the last round", "warning")
+            elif state == "cancelled":
+                job_log("interrupted: the job is cancelled; `nas search SPEC --resume JOB_ID` continues it",
+                        "warning")
             else:
-                job_log("interrupted: the job is cancelled; `nas search SPEC --resume JOB_ID` continues it"
-                        if state == "cancelled" else f"failed: {type(e).__name__}: {e}", "warning")
-            store.finish_job(job_id, owner, state, error=f"{type(e).__name__}: {e}")
+                job_log(f"failed: {_reason(e)}\n{_last_frames(e)}", "error")
+            store.finish_job(job_id, owner, state, error=_reason(e))
         except Exception:  # the original error matters more than the bookkeeping one
             pass
         raise
@@ -260,6 +271,31 @@ def _run(job: PreparedJob, store: Store, record: JobRecord, owner: str, executor
     _final_report(job, front, job_log)
     store.finish_job(job_id, owner, "completed")
     return _result(store, job_id, job.problem, job.space)
+
+
+def _reason(e: BaseException) -> str:
+    """A failed job's ``error``: what the job, the API and the dashboard show."""
+    if isinstance(e, StrategyError):
+        return (f"{e} (a fault in the strategy's own code, not in an evaluation: the trials evaluated "
+                "before it are stored)")
+    return f"{type(e).__name__}: {e}"
+
+
+def _last_frames(e: BaseException) -> str:
+    """The innermost frames of the traceback, of the cause when there is one."""
+    inner = e.__cause__ or e
+    return "".join(traceback.format_exception(type(inner), inner, inner.__traceback__,
+                                              limit=-TRACEBACK_FRAMES)).rstrip()
+
+
+def _strategy_step(strategy: Strategy, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a strategy's method; a fault in it (not a spec error, not a cancel) is a StrategyError."""
+    try:
+        return fn(*args)
+    except (NasError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise StrategyError(strategy.name, step, e) from e
 
 
 FINAL_REPORT_LIMIT = 5
@@ -292,7 +328,8 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
     spec, space, problem, strategy = job.spec, job.space, job.problem, job.strategy
     history = store.load_trials(job_id)
     rounds = store.load_rounds(job_id)
-    strategy.start(SearchContext(space, problem, spec.seed, spec.budget.evaluations, job_log), history, state)
+    _strategy_step(strategy, "start", strategy.start,
+                   SearchContext(space, problem, spec.seed, spec.budget.evaluations, job_log), history, state)
     evaluator = make_evaluator(space, problem.keys)
     # in the driver, before any worker: a parent missing on disk is trained here, once
     provenance = space.provenance()
@@ -321,7 +358,7 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
         if should_stop is not None and should_stop():
             raise JobCancelled(f"job {job_id} cancelled")
         t0 = time.perf_counter()
-        proposals = strategy.propose(min(strategy.batch_size, budget - n_eval))
+        proposals = _strategy_step(strategy, "propose", strategy.propose, min(strategy.batch_size, budget - n_eval))
         if not proposals:
             job_log("the strategy has no new candidates: the space is exhausted")
             break
@@ -347,11 +384,6 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
             in_batch.setdefault(aid, trial)
             new_evals += trial.counts_as_evaluation
             trials.append(trial)
-        replay = strategy.tell(proposals, trials)
-        trials = [t if rep is None else TrialRecord(**{**t.to_dict(), "sampler": rep}) for t, rep in zip(trials, replay)]
-        for t in trials:
-            if t.state != "fail":
-                known.setdefault(t.arch_id, t)
         front.add(trials)
         hv, best = front.summary(bounds)
         n_trials += len(trials)
@@ -361,8 +393,19 @@ def _loop(job: PreparedJob, store: Store, job_id: str, owner: str, state: bytes 
                           hypervolume=hv, best=best, seconds=time.perf_counter() - t0,
                           info={"new_evaluations": new_evals, "failed": sum(t.state == "fail" for t in trials),
                                 "unmeasured": sum(t.state == "unmeasured" for t in trials)})
-        store.save_round(job_id, owner, trials, rec, strategy.get_state(), hypervolume=hv,
-                         measurements=_measurements(measurements, job_log))
+        stored = _measurements(measurements, job_log)
+        try:
+            replay = _strategy_step(strategy, "tell", strategy.tell, proposals, trials)
+            state = _strategy_step(strategy, "get_state", strategy.get_state)
+        except StrategyError:
+            # the evaluations are done and paid for: keep them (with the last state saved) before failing
+            store.save_round(job_id, owner, trials, rec, state, hypervolume=hv, measurements=stored)
+            raise
+        trials = [t if rep is None else TrialRecord(**{**t.to_dict(), "sampler": rep}) for t, rep in zip(trials, replay)]
+        for t in trials:
+            if t.state != "fail":
+                known.setdefault(t.arch_id, t)
+        store.save_round(job_id, owner, trials, rec, state, hypervolume=hv, measurements=stored)
         if progress:
             progress(Progress(job_id, rnd, n_eval, budget, n_trials, hv, best))
         rnd += 1
@@ -417,7 +460,8 @@ def _result(store: Store, job_id: str, problem: Problem, space: SearchSpace) -> 
     return JobResult(job_id=job_id, state=record.state, trials=trials, pareto=front_of(trials, problem),
                      hypervolume=record.hypervolume, database=store.display_url(),
                      objectives=[{"key": o.key, "direction": o.direction} for o in problem.objectives],
-                     n_evaluations=sum(t.counts_as_evaluation for t in trials), budget=record.budget)
+                     n_evaluations=sum(t.counts_as_evaluation for t in trials), budget=record.budget,
+                     error=record.error)
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from optuna._hypervolume import compute_hypervolume
 from optuna.study._multi_objective import _fast_non_domination_rank, _is_pareto_front
 
-from nas import (JobConflictError, JobNotFoundError, JobResult, NasError, Progress, SpecError, load_spec,
+from nas import (JobConflictError, JobNotFoundError, JobResult, JobSpec, NasError, Progress, SpecError, load_spec,
                  prepare_job, run_job)
 from nas.pareto import hypervolume, nondominated_rank, normalized_hypervolume, pareto_front, pareto_mask
 from nas.storage import Store, TrialRecord
@@ -239,6 +239,81 @@ def test_resume_twice_and_resume_of_completed_job(strategy, baseline, store):
     assert store.count_trials(job.id) == n
 
 
+@pytest.mark.parametrize("step", ["tell", "get_state"])
+def test_a_fault_in_the_strategy_keeps_the_work_says_why_and_resumes_exactly(step, baseline, store, monkeypatch):
+    from nas.strategies import NSGA2Strategy
+
+    full, _ = baseline("nsga2", "nb201", budget=40)
+    spec = make_spec("nsga2", "nb201", budget=40)
+    real = getattr(NSGA2Strategy, step)
+    calls = {"n": 0}
+
+    def broken(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second round's evaluations are done when it breaks
+            raise TypeError("cannot pickle '_thread.lock' object")
+        return real(self, *args)
+
+    monkeypatch.setattr(NSGA2Strategy, step, broken)
+    with pytest.raises(NasError, match="internal error in strategy nsga2"):
+        run_job(spec, store)
+    (job,) = store.list_jobs()
+    assert job.state == "failed"
+    assert job.error.startswith(f"internal error in strategy nsga2 ({step}): TypeError: cannot pickle")
+    assert "not in an evaluation" in job.error
+    stored = store.load_trials(job.id)
+    assert len(stored) == 20 and [t.arch_id for t in stored] == arch_ids(full)[:20]  # both rounds kept
+    (failed,) = [msg for level, msg in store.logs(job.id) if level == "error"]
+    assert "Traceback" in failed and "in broken" in failed
+
+    monkeypatch.setattr(NSGA2Strategy, step, real)
+    resumed = run_job(spec, store, resume=job.id)
+    assert resumed.state == "completed" and arch_ids(resumed) == arch_ids(full)
+    assert [t.values for t in resumed.trials] == [t.values for t in full.trials]
+
+
+def test_a_strategy_the_installed_library_cannot_run_is_refused_before_anything_runs(store, monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "3.6.1" if d == "optuna" else real(d))
+    with pytest.raises(SpecError, match=r"strategy.name: got 'nsga2' \(it needs optuna>=4.0; optuna 3.6.1 is "
+                                        r"installed: pip install 'optuna>=4.0'\)"):
+        run_job(make_spec("nsga2"), store)
+    assert job_rows(store) == (0, 0, 0)
+
+
+def test_a_sampler_the_installed_optuna_cannot_drive_is_refused_before_anything_runs(store, monkeypatch):
+    import optuna
+
+    def refuses(self, *a, **k):
+        raise RuntimeError("this release cannot sample multi-objective")
+
+    monkeypatch.setattr(optuna.samplers.NSGAIISampler, "sample_independent", refuses)
+    with pytest.raises(SpecError, match=f"the installed optuna {optuna.__version__} cannot run it: "
+                                        "RuntimeError: this release cannot sample"):
+        prepare_job(make_spec("nsga2"))
+    assert job_rows(store) == (0, 0, 0)
+
+
+def test_optuna_state_is_json_and_a_legacy_pickled_state_is_never_unpickled(baseline, store):
+    import json
+    import pickle
+
+    full, _ = baseline("tpe", "nb201", budget=40)
+    spec = make_spec("tpe", "nb201", budget=40)
+    with pytest.raises(Interrupt):
+        run_job(spec, store, progress=interrupt_at(1))
+    (job,) = store.list_jobs()
+    state = store.get_job(job.id, with_state=True).strategy_state
+    assert set(json.loads(state)) == {"optuna"}
+    # a job saved by an older release holds a pickle: ignored, the trials are replayed instead
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET strategy_state = :s"), {"s": pickle.dumps({"sampler": object})})
+    resumed = run_job(spec, store, resume=job.id)
+    assert arch_ids(resumed) == arch_ids(full)
+
+
 def test_resume_refuses_a_job_with_a_live_writer(store):
     spec = make_spec("random", budget=10)
     job = prepare_job(spec)
@@ -395,14 +470,25 @@ def test_job_record_counts_only_real_evaluations(strategy, store):
     assert job.n_evaluations == BUDGET
 
 
-@pytest.mark.parametrize("example", ["nb201-raspi4.yaml", "hwgpt-a100.yaml"])
-def test_examples_run(example, store):
-    spec = load_spec(Path(__file__).parent.parent / "examples" / example)
-    spec = spec.model_copy(update={"execution": spec.execution.model_copy(update={"backend": "inline"}),
-                                   "budget": spec.budget.model_copy(update={"evaluations": 20})})
+EXAMPLES = sorted(p.name for p in (Path(__file__).parent.parent / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_example_runs_to_completion(example, store):
+    """Each shipped example as it is (space, objectives, devices, constraints, strategy), for a
+    few evaluations inline; a model space's ``-small`` parent becomes its ``-tiny`` sibling
+    (trained in seconds), the one change besides budget and backend."""
+    d = load_spec(Path(__file__).parent.parent / "examples" / example).model_dump(mode="json", exclude_none=True)
+    if str(d["space"].get("parent", "")).endswith("-small"):
+        d["space"]["parent"] = d["space"]["parent"].removesuffix("-small") + "-tiny"
+    n = 6
+    d["budget"] = {**d["budget"], "evaluations": n}
+    d["execution"] = {**d.get("execution", {}), "backend": "inline"}
+    spec = JobSpec.from_dict(d)
     result = run_job(spec, store)
-    assert result.state == "completed" and result.pareto
-    assert len(measured(result.trials)) == 20
+    assert result.state == "completed", store.get_job(result.job_id).error
+    assert result.trials and result.n_evaluations <= n
+    assert not [t for t in result.trials if t.state == "fail"], [t.error for t in result.trials]
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parent.parent / "examples").glob("*.yaml")))
