@@ -252,18 +252,23 @@ def learn_rules(graphs: Sequence[OpGraph], target: Target, profiler: Any = None,
     tests: list[dict[str, Any]] = []
 
     noise: list[float] = [0.0]
+    n_kernels: list[int] = []
 
     def timed(*models: tuple[Any, tuple]) -> list[float]:
         """Each model's fastest median over the passes; ``noise[0]`` is set to how far apart the
-        two fastest passes of the least consistent model are (the resolution of this test)."""
+        two fastest passes of the least consistent model are (the resolution of this test), and
+        ``n_kernels`` to each model's compute kernels where the backend states them."""
         seen: list[list[float]] = [[] for _ in models]
+        kernels = [0] * len(models)
         for _ in range(passes):
             for j, (module, inputs) in enumerate(models):
                 m = profiler.profile(module, target, inputs, subject_id="rule-test")
                 if not m.ok:
                     raise RuntimeError(m.error)
                 seen[j].append(m.median_ms)
+                kernels[j] = _compute_kernels(m.kernels)
         noise[0] = max((sorted(v)[1] - sorted(v)[0]) if len(v) > 1 else 0.0 for v in seen)
+        n_kernels[:] = kernels
         return [min(v) for v in seen]
 
     # graph rewrites decide most of a network's kernels (an NB201 cell loses a third of its ops
@@ -327,16 +332,32 @@ def learn_rules(graphs: Sequence[OpGraph], target: Target, profiler: Any = None,
                 tests.append({"test": "pair", "ops": [typ, op2], "error": str(e)[:300]})
                 continue
             a1, a2, a12 = max(t1 - t0, 1e-6), max(t2 - t0, 1e-6), t12 - t0
-            verdict = a1 + a2 - a12 > alpha * min(a1, a2)  # nn-Meter's criterion
+            timing = a1 + a2 - a12 > alpha * min(a1, a2)  # nn-Meter's criterion
+            # what the backend's optimised graph states, where it states its kernels (ONNX
+            # Runtime does): the pair runs as fewer compute kernels than its two ops alone. A
+            # stated fusion holds however noisy the timings of this machine are.
+            _, k1, k2, k12 = n_kernels
+            stated = profiler.states_graph and bool(k1 and k2 and k12) and k12 < k1 + k2
+            verdict = timing or stated
             if verdict:
                 fusible.add((typ, op2))
             tests.append({"test": "pair", "ops": [typ, op2], "t0": t0, "t1": t1, "t2": t2, "t12": t12,
-                          "noise": noise[0], "fusible": bool(verdict)})
+                          "noise": noise[0], "kernels": [k1, k2, k12], "fused_in_graph": stated,
+                          "fused_in_time": bool(timing), "fusible": bool(verdict)})
             step += 1
             if progress is not None:
                 progress(step, step + len(pairs) - len(tested & set(pairs)))
     return FusionRules(target, frozenset(fusible), dead_code, fold_constants, fold_identity, cse, alpha,
                        tuple(tests))
+
+
+# layout conversions a backend adds around kernels (ONNX Runtime's NCHWc reorders): not compute
+_LAYOUT_OPS = ("Reorder",)
+
+
+def _compute_kernels(kernels: Sequence[Any]) -> int:
+    """How many compute kernels a Measurement says ran (0: the backend does not say)."""
+    return sum(k.count for k in kernels if not any(s in k.op for s in _LAYOUT_OPS))
 
 
 def _with_side_branch(side: OpNode, live: OpNode, kind: str) -> tuple[Any, tuple]:

@@ -116,6 +116,10 @@ class Profiler(abc.ABC):
     """
 
     backend: ClassVar[str]
+    # True where ``Measurement.kernels`` are the nodes of the optimised graph the backend runs
+    # (whatever ``kernel_iters``), so their count says what it fused; the torch profiler's
+    # top-level events do not (a compiled region is one event, whatever it holds)
+    states_graph: ClassVar[bool] = False
 
     def __init__(self, warmup: int = 10, repeats: int = 30, min_round_s: float = 0.05, max_spread: float = 0.1,
                  max_rounds: int = 5, kernel_iters: int = 5) -> None:
@@ -331,6 +335,7 @@ class OnnxRuntimeProfiler(Profiler):
     """
 
     backend = "onnxruntime"
+    states_graph = True
 
     def _threads(self, intra: int | None) -> dict[str, int]:
         return {"intra_op": intra or 0, "inter_op": 1}  # both set on the session (0: ORT's default)
