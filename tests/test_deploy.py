@@ -41,7 +41,11 @@ def test_dockerfile_copies_every_package():
     text = (ROOT / "Dockerfile").read_text()
     for pkg in PACKAGES:
         assert re.search(rf"^COPY {pkg} \./{pkg}$", text, re.M), pkg
-    assert "torch==2.13.0" in text and "--index-url https://download.pytorch.org/whl/cpu" in text
+    # the image installs the releases CI tested: the torch of constraints.txt, CPU build
+    (pin,) = re.findall(r"^torch==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M)
+    assert f"torch=={pin} --index-url https://download.pytorch.org/whl/cpu" in text
+    assert "COPY pyproject.toml README.md constraints.txt ./" in text
+    assert "pip install -c constraints.txt '.[all]'" in text
 
 
 def test_every_command_exists_in_the_cli(compose):
