@@ -32,7 +32,7 @@ from .strategies import SearchContext, Strategy, get_strategy
 
 __all__ = ["run_job", "prepare_job", "JobResult", "Progress", "PreparedJob"]
 
-log = logging.getLogger("nas.runner")
+_logger = logging.getLogger("nas.runner")
 # frames of a failure's traceback kept in the job's log (the innermost ones: where it broke)
 TRACEBACK_FRAMES = 6
 
@@ -234,7 +234,7 @@ def run_claimed(record: JobRecord, store: Store, owner: str, *, executor: Execut
     except JobCancelled:
         return _result(store, record.id, job.problem, job.space)
     except Exception:  # recorded as failed by _run (reason and traceback in the job's log)
-        log.exception("job %s failed", record.id)  # and in the runner's output (`nas serve`)
+        _logger.exception("job %s failed", record.id)  # and in the runner's output (`nas serve`)
         return None
 
 

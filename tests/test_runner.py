@@ -42,6 +42,34 @@ def test_a_runner_claims_and_completes_a_queued_job(sqlite_url):
     assert runner.run_once() is None  # nothing left
 
 
+def test_a_strategy_fault_fails_the_job_keeps_its_trials_and_the_runner_logs_it(sqlite_url, monkeypatch, caplog):
+    from nas.strategies import RandomStrategy
+
+    real, calls = RandomStrategy.get_state, {"n": 0}
+
+    def broken(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise TypeError("cannot pickle '_thread.lock' object")
+        return real(self)
+
+    monkeypatch.setattr(RandomStrategy, "get_state", broken)
+    store = Store(sqlite_url)
+    job_id = queue_job(store)
+    with caplog.at_level("ERROR", logger="nas.runner"):
+        assert Runner(store, poll_s=0.05).run_once() == job_id
+    rec = store.get_job(job_id)
+    assert rec.state == "failed" and rec.error.startswith("internal error in strategy random (get_state)")
+    assert store.count_trials(job_id) == 10  # both rounds of 5 evaluated before the fault are kept
+    (record,) = [r for r in caplog.records if job_id in r.getMessage()]
+    assert record.exc_info and "cannot pickle" in str(record.exc_info[1])
+    assert any(level == "error" and "Traceback" in msg for level, msg in store.logs(job_id))
+    assert store.requeue(job_id).state == "queued"  # and it resumes to the end
+    monkeypatch.setattr(RandomStrategy, "get_state", real)
+    assert Runner(store, poll_s=0.05).run_once() == job_id
+    assert store.get_job(job_id).state == "completed" and store.count_trials(job_id) == 20
+
+
 def test_cancel_a_queued_job_is_immediate_and_a_finished_one_conflicts(sqlite_url):
     store = Store(sqlite_url)
     job_id = queue_job(store)
