@@ -305,7 +305,9 @@ class KernelSumModel(RooflineModel):
             # a network the backend reduces to nothing (its output does not depend on its input,
             # e.g. an NB201 cell with no input-output path) costs one call of the runtime
             out.append(self._in_context(ks).sum() + self.intercept_ if ks else self.peaks_[-1])
-        return np.array(out)
+        # the intercept is fitted freely and can be negative: no network runs faster than one
+        # empty call of the runtime, and a latency <= 0 would break every log-scale consumer
+        return np.maximum(np.array(out), self.peaks_[-1])
 
     def _calibrate_kernels(self, graphs: list[OpGraph], y: np.ndarray) -> None:
         """Kernel times in context, from the whole-network measurements, shrunk to the alone-times.
