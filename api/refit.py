@@ -4,7 +4,8 @@ The API process never profiles, so a remote Target's model is learned from its w
 measurements alone. For a space with measured latency tables (``nb201``) that is the few-shot
 ``transfer`` model with the space's other devices as sources, which needs only a handful of
 measurements; otherwise a ``ridge-rf`` regressor on the space's encoding. Each refit is stored
-(``latency_models``) with its cross-validated accuracy.
+(``latency_models``) with its cross-validated accuracy, as the recipe it is rebuilt from (kind,
+space, the measurements it was fitted on; ``rebuild_latency_model``), not as a pickled estimator.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Refitter", "refit_target", "MIN_MEASUREMENTS"]
+__all__ = ["Refitter", "refit_target", "rebuild_latency_model", "MIN_MEASUREMENTS"]
 
 log = logging.getLogger("nas.api.refit")
 MIN_MEASUREMENTS = 5
@@ -73,7 +74,7 @@ class Refitter:
 
 def refit_target(store: Any, target: Any) -> dict[str, Any] | None:
     """Fit and store the latency model of ``target`` from its measurements; its info, or None."""
-    from spaces import Architecture, TabularSpace, get_space
+    from spaces import Architecture
 
     by_subject: dict[str, list[float]] = {}
     for m in store.load_measurements(target, ok_only=True):
@@ -87,32 +88,51 @@ def refit_target(store: Any, target: Any) -> dict[str, Any] | None:
             if a["space"] == space_name]
     if len(rows) < MIN_MEASUREMENTS:
         return None
-    space = get_space(space_name)
-    X = space.encode([a for a, _ in rows])
-    y = np.array([v for _, v in rows])
+    # the space as the measured architectures were built (a model space's parent decides its encoding)
+    config = store.space_config(rows[0][0].arch_id)
+    space, kind, make = _maker(space_name, config)
+    recipe = {"kind": kind, "space": space_name, "space_config": config,
+              "training": [{"arch": a.to_dict(), "latency_ms": v} for a, v in rows]}
+    X, y = _training_set(space, recipe)
     info: dict[str, Any] = {"space": space_name, "measured": len(rows)}
-    transfer = _transfer_for(space) if isinstance(space, TabularSpace) else None
-    if transfer is not None:
-        def make():  # one instance: its source side (seconds to fit) is reused by every fold
-            return transfer
-        kind = "transfer"
-    else:
-        from predictors import get_predictor
-
-        def make():
-            return get_predictor("ridge-rf", random_state=0)
-        kind = "ridge-rf"
     info.update(_cross_validate(make, X, y))
-    model = make().fit(X, y)
-    if kind == "transfer":  # predict needs the fitted source side, not the source tables: keep them out
-        import copy
-
-        model = copy.copy(model)
-        model.__dict__.pop("_source_cache", None)
-        model.sources = None
-    store.save_latency_model(target, kind, model, len(rows), info)
+    store.save_latency_model(target, kind, recipe, len(rows), info)
     log.info("latency model %s of %s refitted on %d measurements", kind, target.name, len(rows))
     return {"kind": kind, **info}
+
+
+def rebuild_latency_model(recipe: dict[str, Any]) -> Any:
+    """The fitted model a stored recipe describes (the same predictions as when it was stored:
+    every model here is fitted with a fixed seed)."""
+    space, kind, make = _maker(recipe["space"], recipe.get("space_config") or {})
+    if kind != recipe["kind"]:
+        raise ValueError(f"kind: got {recipe['kind']!r}; {recipe['space']} latency models are {kind!r} here")
+    import copy
+
+    # a copy: the transfer model's instance is shared by every fit of this process
+    return copy.copy(make().fit(*_training_set(space, recipe)))
+
+
+def _maker(space_name: str, config: dict[str, Any] | None = None) -> tuple[Any, str, Any]:
+    """(space, kind, a factory of unfitted models) for a space's latency model."""
+    from spaces import TabularSpace, get_space
+
+    space = get_space(space_name, **(config or {}))
+    transfer = _transfer_for(space) if isinstance(space, TabularSpace) else None
+    if transfer is not None:
+        return space, "transfer", lambda: transfer  # one instance: its source side (seconds to fit) is reused
+
+    from predictors import get_predictor
+
+    return space, "ridge-rf", lambda: get_predictor("ridge-rf", random_state=0)
+
+
+def _training_set(space: Any, recipe: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    from spaces import Architecture
+
+    rows = recipe["training"]
+    return (space.encode([Architecture.from_dict(r["arch"]) for r in rows]),
+            np.array([float(r["latency_ms"]) for r in rows]))
 
 
 def _transfer_for(space: Any) -> Any:

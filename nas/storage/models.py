@@ -132,7 +132,7 @@ class MeasurementRow(Base):
 
 
 class LatencyModelRow(Base):
-    """A fitted latency model of a Target (pickled), with what it was fitted on and how well it does."""
+    """A Target's latency model: the JSON recipe it is rebuilt from, and how well it does."""
 
     __tablename__ = "latency_models"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -140,7 +140,7 @@ class LatencyModelRow(Base):
     kind: Mapped[str] = mapped_column(String(64))
     n_measurements: Mapped[int] = mapped_column(Integer)
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    model: Mapped[bytes] = mapped_column(LargeBinary)
+    model: Mapped[bytes] = mapped_column(LargeBinary)  # UTF-8 JSON (the recipe); older rows: a pickle, never read
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

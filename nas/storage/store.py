@@ -21,7 +21,7 @@ import time
 import uuid
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -604,18 +604,22 @@ class Store:
         with self._session() as s:
             return [self._arch(a) for a in s.scalars(q)]
 
-    def save_latency_model(self, target: Any, kind: str, model: Any, n_measurements: int,
+    def save_latency_model(self, target: Any, kind: str, recipe: Mapping[str, Any], n_measurements: int,
                            info: dict[str, Any] | None = None) -> None:
-        import pickle
+        """Store how ``target``'s latency model was fitted: ``recipe`` is JSON of our own data
+        (its kind, space and training measurements), from which the model is rebuilt, never a
+        pickled estimator (a library's internals change between releases)."""
+        import json
 
         self.add_target(target)
         with self._session.begin() as s:
             s.add(LatencyModelRow(target_key=target.key, kind=kind, n_measurements=n_measurements, info=info,
-                                  model=pickle.dumps(model), created_at=_now()))
+                                  model=json.dumps(dict(recipe), sort_keys=True).encode(), created_at=_now()))
 
-    def load_latency_model(self, target: Any, kind: str | None = None) -> tuple[Any, dict[str, Any]] | None:
-        """The newest fitted model of ``target`` (of ``kind``), with its info; None if there is none."""
-        import pickle
+    def load_latency_model(self, target: Any, kind: str | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The newest model of ``target`` (of ``kind``) as (recipe, info); None if there is none. A
+        row an older release wrote as a pickle has the recipe ``{}`` (it is never unpickled)."""
+        import json
 
         q = (select(LatencyModelRow).where(LatencyModelRow.target_key == target.key)
              .order_by(LatencyModelRow.id.desc()).limit(1))
@@ -625,8 +629,11 @@ class Store:
             row = s.scalars(q).first()
             if row is None:
                 return None
-            return pickle.loads(row.model), {"kind": row.kind, "n_measurements": row.n_measurements,
-                                              **(row.info or {})}
+            try:
+                recipe = json.loads(row.model.decode())
+            except (UnicodeDecodeError, ValueError):
+                recipe = {}
+            return recipe, {"kind": row.kind, "n_measurements": row.n_measurements, **(row.info or {})}
 
     # -- logs ----------------------------------------------------------------------
     def log(self, job_id: str, message: str, level: str = "info") -> None:
