@@ -44,7 +44,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .engine import check_resume, prepare_job, run_job
-    from .errors import EvaluationError, JobConflictError, JobNotFoundError, SpecError
+    from .errors import EvaluationError, JobConflictError, JobNotFoundError, SpecError, StrategyError
     from .spec import load_spec
 
     console = Console(stderr=True)
@@ -72,6 +72,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         except (SpecError, JobNotFoundError, JobConflictError, EvaluationError) as e:
             on_round.close()
             return _fail(str(e))
+        except StrategyError as e:  # not the spec's fault: exit 1, with where the work and the traceback are
+            on_round.close()
+            job_id = getattr(e, "job_id", "JOB_ID")
+            print(f"nas: job {job_id} failed: {e}\n  the trials evaluated before it are stored; `nas show {job_id}` "
+                  f"has the traceback; `nas search {args.spec} --resume {job_id}` continues", file=sys.stderr)
+            return 1
         except KeyboardInterrupt as e:
             on_round.close()
             job_id = getattr(e, "job_id", None)

@@ -385,3 +385,31 @@ def test_ctrl_c_on_ray_cancels_and_resume_finishes_exactly(db, tmp_path):
 def test_proxies_bad_input(tmp_path, args, needle):
     out = run_nas(f"sqlite:///{tmp_path}/nas.db", *args)
     assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_fault_in_the_strategy_says_where_the_work_is_and_exits_1(db, tmp_path, monkeypatch, capsys):
+    """In process (the fault is patched in): not the spec's fault, so not exit 2; the trials stay."""
+    import yaml
+
+    from nas.cli import main
+    from nas.storage import Store
+    from nas.strategies import NSGA2Strategy
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"space": {"name": "nb201"}, "objectives": [{"name": "accuracy"},
+                                    {"name": "latency_ms", "device": "raspi4"}],
+                                    "strategy": {"name": "nsga2"}, "budget": {"evaluations": 20}, "seed": 0}))
+
+    def broken(self):
+        raise TypeError("cannot pickle '_thread.lock' object")
+
+    monkeypatch.setattr(NSGA2Strategy, "get_state", broken)
+    assert main(["--db", db, "search", str(spec), "--backend", "inline", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    (job,) = Store(db).list_jobs()
+    assert f"nas: job {job.id} failed: internal error in strategy nsga2 (get_state): TypeError" in err
+    assert f"nas show {job.id}" in err and f"--resume {job.id}" in err
+    assert Store(db).count_trials(job.id) == 10
+    assert main(["--db", db, "show", job.id]) == 0
+    out = capsys.readouterr().out
+    assert "failed: internal error in strategy nsga2" in out and "Traceback" in out
