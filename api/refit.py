@@ -109,8 +109,11 @@ def rebuild_latency_model(recipe: dict[str, Any]) -> Any:
         raise ValueError(f"kind: got {recipe['kind']!r}; {recipe['space']} latency models are {kind!r} here")
     import copy
 
-    # a copy: the transfer model's instance is shared by every fit of this process
-    return copy.copy(make().fit(*_training_set(space, recipe)))
+    model = copy.copy(make().fit(*_training_set(space, recipe)))
+    if kind == "transfer":  # the instance is shared by every fit of this process: keep its own copy,
+        model.__dict__.pop("_source_cache", None)  # without the source tables (predict needs only
+        model.sources = None  # the fitted source side)
+    return copy.deepcopy(model)
 
 
 def _maker(space_name: str, config: dict[str, Any] | None = None) -> tuple[Any, str, Any]:

@@ -214,6 +214,7 @@ def run_claimed(record: JobRecord, store: Store, owner: str, *, executor: Execut
     try:
         job = prepare_job(JobSpec.from_dict(record.spec))
     except NasError as e:
+        _logger.error("job %s failed: %s", record.id, e)
         store.log(record.id, f"failed: {e}", "error")
         store.finish_job(record.id, owner, "failed", error=str(e))
         return None
@@ -226,7 +227,8 @@ def run_claimed(record: JobRecord, store: Store, owner: str, *, executor: Execut
     except BaseException as e:
         if own_executor:
             executor.close()
-        store.log(record.id, f"failed: {e}", "error")
+        _logger.exception("job %s failed: its executor did not start", record.id)
+        store.log(record.id, f"failed: {e}\n{_last_frames(e)}", "error")
         store.finish_job(record.id, owner, "failed", error=f"{type(e).__name__}: {e}")
         return None
     try:

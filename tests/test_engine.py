@@ -292,8 +292,28 @@ def test_a_sampler_the_installed_optuna_cannot_drive_is_refused_before_anything_
     monkeypatch.setattr(optuna.samplers.NSGAIISampler, "sample_independent", refuses)
     with pytest.raises(SpecError, match=f"the installed optuna {optuna.__version__} cannot run it: "
                                         "RuntimeError: this release cannot sample"):
-        prepare_job(make_spec("nsga2"))
+        run_job(make_spec("nsga2"), store)
     assert job_rows(store) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("seed", [0, 2**32 - 1])
+def test_optuna_history_its_release_does_not_propose_again_is_rebuilt_with_a_warning(seed, store):
+    """The fallback of the replay: stored trials that the sampler does not propose again (as
+    under a release that samples differently) are added as they are, and the search goes on."""
+    from nas.strategies import SearchContext, get_strategy
+
+    spec = make_spec("tpe", "nb201", budget=20, seed=seed)
+    done = run_job(spec, store)
+    job = prepare_job(spec)
+    other = run_job(make_spec("tpe", "nb201", budget=20, seed=(seed + 1) % 2**32), store).trials
+    # the first job's trials, each under another job's architecture: no replayed ask matches
+    history = [TrialRecord(**{**t.to_dict(), "arch": o.arch}) for t, o in zip(done.trials, other)]
+    logged: list[str] = []
+    strategy = get_strategy("tpe")
+    strategy.start(SearchContext(job.space, job.problem, seed, 40, lambda m, *a: logged.append(m)), history, None)
+    assert any("does not propose this job's stored trials again" in m for m in logged)
+    assert len(strategy.study.trials) == len(history)
+    assert len(strategy.propose(5)) == 5
 
 
 def test_optuna_state_is_json_and_a_legacy_pickled_state_is_never_unpickled(baseline, store):

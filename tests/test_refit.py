@@ -17,7 +17,6 @@ def test_a_refit_is_stored_as_a_recipe_and_rebuilds_the_same_model(space_name, t
     from nas import run_job
     from nas.storage import Store
     from spaces import RandomSuggest, get_space
-    from spaces import RandomSuggest, get_space
 
     store = Store(f"sqlite:///{tmp_path / 'nas.db'}")
     config = {"parent": "vit-tiny"} if space_name == "vit-elastic" else {}

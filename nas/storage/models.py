@@ -37,7 +37,7 @@ class Job(Base):
     owner: Mapped[str | None] = mapped_column(String(200))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # the pickled strategy (an Optuna study grows with the job): loaded only by the job's runner,
+    # the strategy's state (JSON of its own data, Strategy.get_state): loaded only by the job's runner,
     # never by the listings and polls of the API
     strategy_state: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     error: Mapped[str | None] = mapped_column(Text)

@@ -160,7 +160,7 @@ class Store:
         return self._record(job)
 
     def get_job(self, job_id: str, *, with_state: bool = False) -> JobRecord:
-        """The job; its pickled strategy state only with ``with_state`` (it can be large)."""
+        """The job; its strategy state only with ``with_state`` (loaded by the job's runner alone)."""
         with self._session() as s:
             job = s.get(Job, job_id)
             if job is None:

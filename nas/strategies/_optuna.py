@@ -115,7 +115,8 @@ class OptunaStrategy(Strategy):
         import optuna
 
         dists = optuna.distributions
-        self._new_study(self.ctx.seed + 1_000_003 * (len(history) + 1))
+        # Optuna's seeds are 32-bit, like the spec's
+        self._new_study((self.ctx.seed * 1_000_003 + len(history) + 1) % 2**32)
         for t in history:
             rep = t.sampler or {}
             if not rep.get("distributions"):

@@ -70,6 +70,9 @@ class PredictorGuidedStrategy(Strategy):
     def start(self, ctx: SearchContext, history: Sequence[TrialRecord], state: bytes | None) -> None:
         self.ctx = ctx
         saved = load_state(state)
+        if state and not saved:
+            ctx.log("the job's strategy state was saved by an older release (a pickle, never read): the "
+                    "ranker continues from the stored trials with a fresh random state")
         self.rng = np.random.default_rng(ctx.seed)
         if "rng" in saved:
             self.rng.bit_generator.state = saved["rng"]
