@@ -257,7 +257,11 @@ def test_kernel_sum_predicts_held_out_networks_on_onnxruntime():
     space, archs, graphs = nb201_graphs(45, seed=100)
     target = get_target("cpu-ort")
     prof = get_profiler("onnxruntime", kernel_iters=0)
-    y = np.array([prof.profile(space.materialize(a), target, space.example_inputs(a)).median_ms for a in archs])
+    nets = [(space.materialize(a), space.example_inputs(a)) for a in archs]
+    # each network's fastest median of three interleaved passes (as the benchmark and the rule
+    # tests time): on a loaded machine one pass of a network can be slowed by a neighbour's burst
+    passes = [[prof.profile(net, target, inputs).median_ms for net, inputs in nets] for _ in range(3)]
+    y = np.min(np.array(passes), axis=0)
     model = get_latency_model("kernel-sum", target=target, random_state=0).fit(graphs[:30], y[:30])
     pred = model.predict(graphs[30:])
     err = np.abs(pred - y[30:]) / y[30:]
