@@ -318,7 +318,7 @@ def _routes() -> APIRouter:
         store = request.app.state.store
         rec = store.get_job(job_id)
         if sort != "number":
-            keys = prepare_job(JobSpec.from_dict(rec.spec)).problem.keys
+            keys = prepare_job(JobSpec.from_dict(rec.spec), runnable=False).problem.keys
             if sort not in keys:
                 return JSONResponse({"detail": f"sort: got {sort!r}; valid: number, {', '.join(keys)}",
                                      "field": "sort"}, status_code=422)
@@ -336,7 +336,7 @@ def _routes() -> APIRouter:
         with request.app.state.pareto_lock:
             body = cache.get(key)
         if body is None:  # recomputed only when the job has new trials
-            job = prepare_job(JobSpec.from_dict(rec.spec))
+            job = prepare_job(JobSpec.from_dict(rec.spec), runnable=False)
             front = request.app.state.fronts.get(job_id, rec.n_trials, job.problem)
             body = {"objectives": [o.__dict__ for o in job.problem.objectives],
                     "constraints": [c.__dict__ for c in job.problem.constraints],

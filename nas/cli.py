@@ -509,7 +509,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
         record = store.get_job(args.job_id)
-        job = prepare_job(JobSpec.from_dict(record.spec))
+        job = prepare_job(JobSpec.from_dict(record.spec), runnable=False)
     except (JobNotFoundError, SpecError) as e:
         return _fail(str(e))
     result = _result(store, args.job_id, job.problem, job.space)

@@ -89,8 +89,11 @@ class PreparedJob:
     strategy: Strategy
 
 
-def prepare_job(spec: JobSpec | Mapping[str, Any]) -> PreparedJob:
-    """Validate a spec fully (space, dataset, objectives, devices, strategy, constraints)."""
+def prepare_job(spec: JobSpec | Mapping[str, Any], *, runnable: bool = True) -> PreparedJob:
+    """Validate a spec fully (space, dataset, objectives, devices, strategy, constraints).
+
+    ``runnable=False`` is for readers of a stored job (its objectives, its front): the check
+    that the installed libraries can run the strategy is left out, as they run nothing."""
     if not isinstance(spec, JobSpec):
         spec = JobSpec.from_dict(spec)
     try:
@@ -107,7 +110,8 @@ def prepare_job(spec: JobSpec | Mapping[str, Any]) -> PreparedJob:
         raise SpecError("space", spec.space.name, "", reason=str(e)) from None
     _check_profilers(problem, space)
     strategy = get_strategy(spec.strategy.name, **spec.strategy.params)
-    strategy.check_runtime(space, problem)  # the installed libraries can run it, or a SpecError now
+    if runnable:
+        strategy.check_runtime(space, problem)  # the installed libraries can run it, or a SpecError now
     return PreparedJob(spec, space, problem, strategy)
 
 
