@@ -133,37 +133,116 @@ def test_layer_removal_runs_dense_and_masked_alike():
     assert len(shallow.materialize(arch).model.layers) == 1
 
 
-# -- Hugging Face Llama checkpoints ------------------------------------------------------------
-def _tiny_llama(**kw):
+# -- Hugging Face checkpoints: Llama and the Llama-shaped families --------------------------------
+def _tiny_hf(family: str = "Llama", **kw):
     transformers = pytest.importorskip("transformers", reason="the Hugging Face importer is tested with transformers")
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(**{"vocab_size": 300, "hidden_size": 64, "intermediate_size": 96,
-                                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
-                                      "max_position_embeddings": 128, "rms_norm_eps": 1e-6, **kw})
-    return transformers.LlamaForCausalLM(cfg).eval()
+    cfg = getattr(transformers, f"{family}Config")(**{
+        "vocab_size": 300, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 64, "rms_norm_eps": 1e-6, **kw})
+    model = getattr(transformers, f"{family}ForCausalLM")(cfg).eval()
+    with torch.no_grad():  # random weights of some size, not the init's zeros and ones (norms, biases)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_hf_llama_imports_with_the_same_logits(tmp_path, tie):
-    ref = _tiny_llama(tie_word_embeddings=tie)
-    ref.save_pretrained(tmp_path / "llama")
-    p = spaces.import_parent("llm-subnet", "hf-tiny", tmp_path / "llama", format="hf", overwrite=True)
-    ids = torch.randint(0, 300, (2, 40))
+_LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+           "original_max_position_embeddings": 16}
+FAMILIES = {  # name: (family, config): every one built by transformers, saved with save_pretrained
+    "llama-mha": ("Llama", {}),
+    "llama-tied": ("Llama", {"tie_word_embeddings": True}),
+    "llama-gqa-llama3-rope": ("Llama", {"num_key_value_heads": 2, "rope_scaling": _LLAMA3}),
+    "llama-mqa-head-dim-bias": ("Llama", {"num_key_value_heads": 1, "head_dim": 8, "attention_bias": True,
+                                          "mlp_bias": True}),
+    "llama-linear-rope": ("Llama", {"num_key_value_heads": 2, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+    "llama-dynamic-rope": ("Llama", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0},
+                                     "max_position_embeddings": 16}),
+    "llama-yarn-rope": ("Llama", {"num_key_value_heads": 2, "rope_scaling": {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}}),
+    "llama-longrope": ("Llama", {"rope_scaling": {"rope_type": "longrope", "long_factor": [1.5] * 8,
+                                                  "short_factor": [1.1] * 8, "factor": 4.0,
+                                                  "original_max_position_embeddings": 16}}),
+    "mistral-window": ("Mistral", {"num_key_value_heads": 2, "sliding_window": 12}),
+    "qwen2-bias": ("Qwen2", {"num_key_value_heads": 2}),
+    "qwen3-qk-norm": ("Qwen3", {"num_key_value_heads": 2, "head_dim": 24, "tie_word_embeddings": True}),
+}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_hf_families_import_with_the_same_logits_and_subnets_stay_valid(tmp_path, name):
+    family, kw = FAMILIES[name]
+    ref = _tiny_hf(family, **kw)
+    ref.save_pretrained(tmp_path / name)
+    p = spaces.import_parent("llm-subnet", f"hf-{name}", tmp_path / name, format="hf", overwrite=True)
+    for length in (10, 40):  # 40: past the sliding window and the original context of the scaled ropes
+        ids = torch.randint(0, 300, (2, length))
+        with torch.no_grad():
+            torch.testing.assert_close(p.module(ids), ref(ids).logits, atol=1e-4, rtol=0)
+    space = spaces.get_space("llm-subnet", parent=f"hf-{name}", reform=False, window=32)
+    cfg = space.parent_config
+    assert len(space.largest().params_dict()["masks"]["l0.attn"]) == cfg.n_kv  # one mask per key/value head
+    rng = random.Random(0)
+    archs = [space.uniform(0.6), space.largest(), space.mutate(space.uniform(0.7), rng, p_mask=1.0)]
+    check_networks(space, p.module, archs)  # masked parent == dense slice, params as reported
+    if cfg.qk_norm:  # one q/k norm weight for all heads: they keep the same pairs
+        arch = archs[0].params_dict()
+        kept = space.masks(archs[0]).attn[0][0]
+        moved = format(sum(1 << ((i + 1) % 12) for i in kept), "x")  # as many pairs, other ones
+        other = dict(arch["masks"], **{"l0.attn": [arch["masks"]["l0.attn"][0], moved]})
+        with pytest.raises(InvalidArchitectureError, match="masks.l0.attn differs between heads"):
+            space.from_params({**arch, "masks": other})
+    dense = space.materialize(archs[0])
+    for layer in dense.model.layers:  # a pruned GQA layer is a GQA layer: every kv head keeps its query heads
+        a = layer.self_attn
+        assert a.k_proj.out_features == cfg.n_kv * a.head_dim and a.q_proj.out_features == cfg.heads * a.head_dim
+
+
+def test_gqa_importance_and_reformation(tmp_path):
+    ref = _tiny_hf("Llama", num_key_value_heads=2, attention_bias=True)
+    ref.save_pretrained(tmp_path / "gqa")
+    spaces.import_parent("llm-subnet", "hf-gqa", tmp_path / "gqa", format="hf", overwrite=True)
+    space = spaces.get_space("llm-subnet", parent="hf-gqa", window=32)
+    scores = space.scores("importance")
+    assert scores.attn[0].shape == (2, 8)  # (kv heads, pairs per head)
+    arch = space.uniform(0.5)
+    parent = space.parent().module
+    ids = space.calibration_ids()[:4, :-1]
     with torch.no_grad():
-        torch.testing.assert_close(p.module(ids), ref(ids).logits, atol=1e-4, rtol=0)
-    space = spaces.get_space("llm-subnet", parent="hf-tiny", reform=False)
-    check_networks(space, p.module, [space.uniform(0.6), space.largest()])
+        want = parent(ids)
+        plain = space.materialize(arch, reform=False)(ids)
+        reformed = space.materialize(arch, reform=True)(ids)
+    # the closed-form reformation of O and down brings the pruned network's output towards the parent's
+    assert (reformed - want).pow(2).mean() < 0.9 * (plain - want).pow(2).mean()
 
 
 def test_hf_import_bad_input(tmp_path):
     with pytest.raises(CheckpointError, match="is not a directory"):
         spaces.import_parent("llm-subnet", "x", tmp_path / "missing", format="hf")
-    ref = _tiny_llama(num_key_value_heads=2)
-    ref.save_pretrained(tmp_path / "gqa")
-    with pytest.raises(CheckpointError, match="num_key_value_heads is 2; llm-subnet imports multi-head"):
-        spaces.import_parent("llm-subnet", "x", tmp_path / "gqa", format="hf")
-    ref = _tiny_llama()
+    ref = _tiny_hf("Llama", hidden_act="gelu")
+    ref.save_pretrained(tmp_path / "gelu")
+    with pytest.raises(CheckpointError, match="hidden_act is 'gelu'; llm-subnet imports 'silu'"):
+        spaces.import_parent("llm-subnet", "x", tmp_path / "gelu", format="hf")
+    ref = _tiny_hf("Llama")
     ref.save_pretrained(tmp_path / "ok")
+    import json
+
+    cfg = json.loads((tmp_path / "ok" / "config.json").read_text())
+    for change, message in (({"model_type": "gpt2"}, "model_type is 'gpt2'; llm-subnet imports 'llama'"),
+                            ({"num_key_value_heads": 3}, "num_key_value_heads is 3; valid: a divisor of "
+                                                         "num_attention_heads"),
+                            ({"layer_types": ["sliding_attention", "full_attention"]},
+                             r"layer_types has \['sliding_attention'\]"),
+                            ({"rope_parameters": {"rope_type": "warp", "rope_theta": 1e4}},
+                             "rope_type is 'warp'; valid: default, dynamic, linear"),
+                            ({"head_dim": 7}, "head_dim is 7; llm-subnet imports an even head_dim")):
+        (tmp_path / "ok" / "config.json").write_text(json.dumps({**cfg, **change}))
+        with pytest.raises(CheckpointError, match=message):
+            spaces.import_parent("llm-subnet", "x", tmp_path / "ok", format="hf")
+    (tmp_path / "ok" / "config.json").write_text(json.dumps({**cfg, "num_key_value_heads": 2}))
+    with pytest.raises(CheckpointError, match=r"k_proj.weight. has shape \(64, 64\); the network needs \(32, 64\)"):
+        spaces.import_parent("llm-subnet", "x", tmp_path / "ok", format="hf")  # the tensors are MHA-shaped
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(cfg))
     from safetensors.torch import load_file, save_file
 
     sd = load_file(tmp_path / "ok" / "model.safetensors")
@@ -171,4 +250,3 @@ def test_hf_import_bad_input(tmp_path):
     save_file(sd, tmp_path / "ok" / "model.safetensors")
     with pytest.raises(CheckpointError, match="missing 1 tensor.*model.layers.1.mlp.up_proj.weight"):
         spaces.import_parent("llm-subnet", "x", tmp_path / "ok", format="hf")
-    assert "x" not in spaces.list_parents()

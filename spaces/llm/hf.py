@@ -1,12 +1,16 @@
-"""Importing a local Hugging Face Llama checkpoint (``LlamaForCausalLM``: the directory
-``save_pretrained`` writes, or the model object) as an ``llm-subnet`` parent.
+"""Importing a local Hugging Face checkpoint of a Llama-shaped decoder as an ``llm-subnet``
+parent: ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM`` and
+``Qwen3ForCausalLM`` (the directory ``save_pretrained`` writes, or the model object).
 
-The directory is read with ``json`` and ``safetensors`` alone (``model.safetensors``, the
-sharded ``model.safetensors.index.json``, or ``pytorch_model.bin``); ``transformers`` is
-needed only to hand over a model object. Options :class:`~spaces.llm.model.Llama` has no
-layer for are refused by name with the supported value. The imported parent is scored on
-the same byte windows as the project's parents: meaningful for a byte-level model (a
-vocabulary of at least 256 whose first 256 tokens are bytes).
+Grouped-query and multi-query attention, an explicit ``head_dim``, tied or untied
+embeddings, attention and MLP biases, Qwen3's q/k norms, Mistral's sliding window and every
+scaled rotary embedding transformers implements (``rope_scaling`` / ``rope_parameters``:
+linear, dynamic, yarn, longrope, llama3, ...) are supported. The directory is read with
+``json`` and ``safetensors`` alone (``model.safetensors``, the sharded
+``model.safetensors.index.json``, or ``pytorch_model.bin``); ``transformers`` is needed to
+hand over a model object and to compute a scaled rotary embedding's frequencies. Options
+:class:`~spaces.llm.model.Llama` has no layer for are refused by name with the supported
+value. Weights are held in float32 (fp16 and bf16 checkpoints are converted on import).
 """
 
 from __future__ import annotations
@@ -15,57 +19,99 @@ from typing import Any
 
 from .._checkpoints import check_state_dict, read_pretrained
 from .._errors import CheckpointError
-from .model import Llama, LlamaConfig
+from .model import FAMILIES, Llama, LlamaConfig
 
-__all__ = ["convert", "config_from_hf"]
+__all__ = ["convert", "config_from_hf", "ARCHITECTURES"]
 
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                 "qwen3": "Qwen3ForCausalLM"}
 # config.json values this importer supports (None: the key may be absent)
-_REQUIRED = {"hidden_act": ("silu",), "attention_bias": (False, None), "mlp_bias": (False, None),
-             "rope_scaling": (None,), "pretraining_tp": (1, None)}
+_REQUIRED = {"hidden_act": ("silu",), "pretraining_tp": (1, None), "partial_rotary_factor": (1.0, 1, None),
+             "use_sliding_window": (False, None)}
 _SHOWN = {None: "null"}
 
 
+def _fail(msg: str) -> CheckpointError:
+    return CheckpointError(f"Hugging Face config: {msg}")
+
+
+def _rope(c: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """``(rope_theta, scaled rope parameters or None)`` from either spelling: transformers 4's
+    ``rope_theta`` + ``rope_scaling``, transformers 5's ``rope_parameters``."""
+    theta = c.get("rope_theta")
+    params = c.get("rope_parameters")
+    if params is None:
+        params = c.get("rope_scaling")
+    if params is not None and not isinstance(params, dict):
+        raise _fail(f"rope_parameters is {params!r}; valid: a mapping with rope_type (or null)")
+    params = dict(params or {})
+    if "rope_type" in params and isinstance(params["rope_type"], dict):  # per layer type (Gemma-style)
+        raise _fail("rope_parameters per layer type; llm-subnet imports one rotary embedding for every layer")
+    theta = float(params.pop("rope_theta", None) or theta or 10000.0)
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind == "default":
+        return theta, None
+    try:
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    except ImportError:  # pragma: no cover - the importers extra is missing
+        raise _fail(f"rope type {kind!r} needs transformers (pip install 'nas-service[importers]')") from None
+    if kind not in ROPE_INIT_FUNCTIONS:
+        raise _fail(f"rope_parameters.rope_type is {kind!r}; valid: default, {', '.join(sorted(ROPE_INIT_FUNCTIONS))}")
+    params["rope_type"] = kind
+    params.pop("type", None)
+    params["rope_theta"] = theta
+    return theta, params
+
+
 def config_from_hf(c: dict[str, Any]) -> LlamaConfig:
-    if c.get("model_type", "llama") != "llama":
-        raise CheckpointError(f"Hugging Face config: model_type is {c.get('model_type')!r}; llm-subnet imports "
-                              "'llama' (LlamaForCausalLM) only")
+    family = c.get("model_type", "llama")
+    if family not in FAMILIES:
+        raise _fail(f"model_type is {family!r}; llm-subnet imports "
+                    f"{', '.join(f'{f!r} ({a})' for f, a in ARCHITECTURES.items())}")
     for key, ok in _REQUIRED.items():
         if c.get(key) not in ok:
-            raise CheckpointError(f"Hugging Face config: {key} is {c.get(key)!r}; llm-subnet imports "
-                                  f"{' or '.join(_SHOWN.get(v, repr(v)) for v in ok)}")
+            raise _fail(f"{key} is {c.get(key)!r}; llm-subnet imports {' or '.join(_SHOWN.get(v, repr(v)) for v in ok)}")
     try:
         dim, heads, layers = int(c["hidden_size"]), int(c["num_attention_heads"]), int(c["num_hidden_layers"])
         ffn, vocab = int(c["intermediate_size"]), int(c["vocab_size"])
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"Hugging Face config: {e} is missing or not an integer") from None
-    kv = c.get("num_key_value_heads") or heads
-    if kv != heads:
-        raise CheckpointError(f"Hugging Face config: num_key_value_heads is {kv}; llm-subnet imports multi-head "
-                              f"attention only (num_key_value_heads == num_attention_heads == {heads})")
-    head_dim = c.get("head_dim") or dim // heads
-    if head_dim * heads != dim or head_dim % 2:
-        raise CheckpointError(f"Hugging Face config: head_dim {head_dim} with {heads} heads; llm-subnet imports "
-                              f"an even head_dim with heads * head_dim == hidden_size ({dim})")
-    rope = c.get("rope_theta")
-    rp = c.get("rope_parameters")
-    if isinstance(rp, dict):  # transformers 5 spelling
-        if rp.get("rope_type", "default") != "default":
-            raise CheckpointError(f"Hugging Face config: rope_parameters.rope_type is {rp.get('rope_type')!r}; "
-                                  "llm-subnet imports 'default' only")
-        rope = rp.get("rope_theta", rope)
-    if vocab < 256:
-        raise CheckpointError(f"Hugging Face config: vocab_size is {vocab}; llm-subnet scores parents on byte windows "
-                              "and needs a vocabulary of at least 256 whose first 256 tokens are bytes")
-    return LlamaConfig.dense(vocab, dim, heads, layers, ffn, rope_theta=float(rope or 10000.0),
-                             eps=float(c.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(c.get("tie_word_embeddings")))
+        raise _fail(f"{e} is missing or not an integer") from None
+    kv = int(c.get("num_key_value_heads") or heads)
+    if kv < 1 or heads % kv:
+        raise _fail(f"num_key_value_heads is {kv}; valid: a divisor of num_attention_heads ({heads})")
+    head_dim = int(c.get("head_dim") or dim // heads)
+    if head_dim % 2 or head_dim < 2:
+        raise _fail(f"head_dim is {head_dim}; llm-subnet imports an even head_dim (rotary pairs)")
+    if family == "llama":
+        bias = bool(c.get("attention_bias"))
+        qkv_bias, o_bias = bias, bias
+    else:  # Qwen2 always has q/k/v biases and no o bias; Mistral and Qwen3 have attention_bias
+        qkv_bias = family == "qwen2" or bool(c.get("attention_bias"))
+        o_bias = family != "qwen2" and bool(c.get("attention_bias"))
+    layer_types = c.get("layer_types")
+    if layer_types and set(layer_types) != {"full_attention"}:
+        raise _fail(f"layer_types has {sorted(set(layer_types) - {'full_attention'})}; llm-subnet imports "
+                    "full attention in every layer")
+    if vocab < 256:  # until a job can name the model's tokenizer, parents are scored on byte windows
+        raise _fail(f"vocab_size is {vocab}; llm-subnet scores parents on byte windows and needs a vocabulary "
+                    "of at least 256 whose first 256 tokens are bytes")
+    window = c.get("sliding_window") if family == "mistral" else None
+    theta, rope = _rope(c)
+    return LlamaConfig.dense(
+        vocab, dim, heads, layers, ffn, head_dim=head_dim, kv_heads=kv if kv != heads else 0, rope_theta=theta,
+        eps=float(c.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(c.get("tie_word_embeddings")),
+        qkv_bias=qkv_bias, o_bias=o_bias, mlp_bias=bool(c.get("mlp_bias")), qk_norm=family == "qwen3", rope=rope,
+        max_positions=int(c.get("max_position_embeddings") or 2048),
+        sliding_window=int(window) if window else None, family=family)
 
 
 def convert(source: Any) -> tuple[LlamaConfig, Llama]:
-    """``(config, Llama with the weights)`` from a ``LlamaForCausalLM`` or its directory."""
-    raw, sd = read_pretrained(source, "Hugging Face checkpoint", "LlamaForCausalLM",
+    """``(config, Llama with the weights)`` from one of :data:`ARCHITECTURES` or its directory."""
+    raw, sd = read_pretrained(source, "Hugging Face checkpoint", " / ".join(ARCHITECTURES.values()),
                               ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin"))
     cfg = config_from_hf(raw)
-    sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}  # a buffer older versions saved
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()
+          if not k.endswith("rotary_emb.inv_freq")}  # a buffer older versions saved
     if cfg.tie_embeddings and "lm_head.weight" not in sd and "model.embed_tokens.weight" in sd:
         sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
     net = Llama(cfg)

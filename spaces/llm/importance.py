@@ -23,12 +23,12 @@ import torch.nn.functional as F
 
 from .model import Llama, Masks, attn_rows
 
-__all__ = ["Importance", "importance", "top_masks", "reform"]
+__all__ = ["Importance", "importance", "group_scores", "top_masks", "reform"]
 
 
 @dataclass(frozen=True)
 class Importance:
-    attn: tuple[torch.Tensor, ...]  # per layer: (heads, head_dim/2) pair scores
+    attn: tuple[torch.Tensor, ...]  # per layer: (kv_heads, head_dim/2) pair scores
     mlp: tuple[torch.Tensor, ...]  # per layer: (ffn,) channel scores
 
 
@@ -73,13 +73,22 @@ def importance(model: Llama, ids: torch.Tensor) -> Importance:
     attn, mlp = [], []
     for layer, g in zip(model.model.layers, _layer_inputs(model, ids)):
         a, m = layer.self_attn, layer.mlp
-        s = (_saliency(a.q_proj.weight, g["qkv"]).sum(1) + _saliency(a.k_proj.weight, g["qkv"]).sum(1)
-             + _saliency(a.v_proj.weight, g["qkv"]).sum(1) + _saliency(a.o_proj.weight, g["o"]).sum(0))
-        s = s.view(cfg.heads, 2, cfg.head_dim // 2).sum(1)  # a pair: channel i and i + head_dim/2
+        q = _saliency(a.q_proj.weight, g["qkv"]).sum(1) + _saliency(a.o_proj.weight, g["o"]).sum(0)
+        s = group_scores(q, _saliency(a.k_proj.weight, g["qkv"]).sum(1) + _saliency(a.v_proj.weight, g["qkv"]).sum(1),
+                         cfg)
         attn.append(s.float())
         mlp.append((_saliency(m.gate_proj.weight, g["gu"]).sum(1) + _saliency(m.up_proj.weight, g["gu"]).sum(1)
                     + _saliency(m.down_proj.weight, g["down"]).sum(0)).float())
     return Importance(tuple(attn), tuple(mlp))
+
+
+def group_scores(q: torch.Tensor, kv: torch.Tensor, cfg) -> torch.Tensor:
+    """Per key/value head, the scores of its rotary pairs ``(kv_heads, head_dim/2)`` from
+    per-channel scores of the query side ``q`` (Q rows, O columns: ``heads * head_dim``) and
+    the key/value side ``kv`` (K, V rows): a pair is kept by a key/value head and all its
+    query heads together, so it scores their sum; a pair is channels ``i`` and ``i + head_dim/2``."""
+    s = q.view(cfg.n_kv, cfg.group, cfg.head_dim).sum(1) + kv.view(cfg.n_kv, cfg.head_dim)
+    return s.view(cfg.n_kv, 2, cfg.head_dim // 2).sum(1)
 
 
 def top_masks(scores: Importance, depth: int, attn_keep: list[int], mlp_keep: list[int]) -> Masks:
@@ -101,13 +110,14 @@ def _refit(w: torch.Tensor, x_dense: torch.Tensor, x_kept: torch.Tensor) -> torc
 
 @torch.no_grad()
 def reform(model: Llama, masks: Masks, ids: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Per kept layer, the rectified kept columns of ``o_proj`` and ``down_proj`` (float32)."""
+    """Per kept layer, the rectified kept columns of ``o_proj`` and ``down_proj`` (float32;
+    biases are unchanged: the refit matches the outputs without them)."""
     cfg = model.config
     out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     h = model.model.embed_tokens(ids[:, :-1] if ids.shape[1] > 1 else ids)
     for n, layer in enumerate(model.model.layers[:len(masks.attn)]):
         a, m = layer.self_attn, layer.mlp
-        rows = attn_rows(masks.attn[n], cfg.head_dim)
+        rows = attn_rows(tuple(p for p in masks.attn[n] for _ in range(cfg.group)), cfg.head_dim)  # O columns
         amask = model.attn_mask(masks.attn[n])
         x = layer.input_layernorm(h)
         y_dense = _attn_values(a, x, None)  # the inputs of o_proj, dense
@@ -115,13 +125,13 @@ def reform(model: Llama, masks: Masks, ids: torch.Tensor) -> dict[int, tuple[tor
         w_o = _refit(a.o_proj.weight, y_dense.reshape(-1, y_dense.shape[-1]), y_kept.reshape(-1, y_dense.shape[-1])[:, rows])
         o_full = torch.zeros_like(a.o_proj.weight)
         o_full[:, rows] = w_o
-        h = h + F.linear(y_kept, o_full)
+        h = h + F.linear(y_kept, o_full, a.o_proj.bias)
         x = layer.post_attention_layernorm(h)
         z = F.silu(m.gate_proj(x)) * m.up_proj(x)
         idx = torch.tensor(masks.mlp[n], dtype=torch.long)
         flat = z.reshape(-1, z.shape[-1])
         w_d = _refit(m.down_proj.weight, flat, flat[:, idx])
-        h = h + F.linear(z[..., idx], w_d)
+        h = h + F.linear(z[..., idx], w_d, m.down_proj.bias)
         out[n] = (w_o, w_d)
     return out
 

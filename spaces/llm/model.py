@@ -1,5 +1,5 @@
 """The decoder of ``llm-subnet``: a LLaMA-architecture network (RMSNorm, rotary embeddings,
-SwiGLU MLP, multi-head attention) under Hugging Face's parameter names, so a
+SwiGLU MLP, grouped-query attention) under Hugging Face's parameter names, so a
 ``LlamaForCausalLM`` state dict loads as it is and a found subnet's weights load back into
 that layout.
 
@@ -8,7 +8,7 @@ its own head width and MLP width, and, per head, which rotary *pairs* it keeps. 
 width ``2m`` keeps ``m`` pairs ``(i, i + head_dim/2)`` of the parent's head: Hugging Face's
 rotary embedding rotates channel ``i`` with channel ``i + head_dim/2`` at frequency ``i``,
 so keeping both channels of a pair keeps the rotation exact, and the subnet's head rotates
-its pairs at their original frequencies (``rope_freqs``).
+its pairs at their original frequencies (``pair_index`` into the parent's).
 
 ``forward(ids, masks=...)`` runs the parent as a subnet without copying a weight: the
 attention channels and MLP channels outside the masks are zeroed (Q/K/V rows, which zeroes
@@ -19,28 +19,41 @@ output equals it.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerConfig", "LlamaConfig", "Llama", "Masks", "param_count"]
+__all__ = ["FAMILIES", "LayerConfig", "LlamaConfig", "Llama", "Masks", "AttnMask", "param_count", "macs_per_token",
+           "rope_frequencies", "attn_rows"]
 
 
 @dataclass(frozen=True)
 class LayerConfig:
     ffn: int  # MLP hidden channels
-    pairs: tuple[tuple[int, ...], ...]  # per head: the parent's rotary pairs it keeps (all heads keep as many)
+    pairs: tuple[tuple[int, ...], ...]  # per key/value head: the parent's rotary pairs it keeps (all keep as many)
 
     @property
     def head_dim(self) -> int:
         return 2 * len(self.pairs[0])
 
 
+# families whose decoder layer is Llama's up to the parts LlamaConfig switches on
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+
+
 @dataclass(frozen=True)
 class LlamaConfig:
+    """The decoder's shape. ``kv_heads`` < ``heads`` is grouped-query attention (query head
+    ``h`` reads key/value head ``h // (heads // kv_heads)``); ``rope`` holds Hugging Face's
+    ``rope_parameters`` for a scaled rotary embedding (``None``: the original, at
+    ``rope_theta``); ``family`` is the Hugging Face ``model_type`` an export writes."""
+
     vocab: int
     dim: int
     heads: int
@@ -49,12 +62,40 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     eps: float = 1e-5
     tie_embeddings: bool = False
+    kv_heads: int = 0  # 0: as many as heads (multi-head attention)
+    qkv_bias: bool = False  # Qwen2; Llama's attention_bias sets o_bias too
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False  # Qwen3: RMSNorm of each query and key head before the rotation
+    rope: tuple[tuple[str, Any], ...] | None = None  # rope_parameters as sorted pairs (frozen)
+    max_positions: int = 2048
+    sliding_window: int | None = None  # Mistral: a token attends to this many, itself included
+    family: str = "llama"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rope, Mapping):  # given as a mapping: kept as sorted pairs, hashable
+            object.__setattr__(self, "rope", _frozen(self.rope))
+
+    @property
+    def rope_parameters(self) -> dict[str, Any] | None:
+        """``rope`` as Hugging Face writes it (lists stay tuples)."""
+        return None if self.rope is None else dict(self.rope)
+
+    @property
+    def n_kv(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def group(self) -> int:
+        """Query heads per key/value head."""
+        return self.heads // self.n_kv
 
     @classmethod
-    def dense(cls, vocab: int, dim: int, heads: int, depth: int, ffn: int, **kw: Any) -> LlamaConfig:
-        hd = dim // heads
-        layer = LayerConfig(ffn, tuple(tuple(range(hd // 2)) for _ in range(heads)))
-        return cls(vocab, dim, heads, hd, (layer,) * depth, **kw)
+    def dense(cls, vocab: int, dim: int, heads: int, depth: int, ffn: int, *, head_dim: int | None = None,
+              kv_heads: int = 0, **kw: Any) -> LlamaConfig:
+        hd = head_dim or dim // heads
+        layer = LayerConfig(ffn, tuple(tuple(range(hd // 2)) for _ in range(kv_heads or heads)))
+        return cls(vocab, dim, heads, hd, (layer,) * depth, kv_heads=kv_heads, **kw)
 
     def with_layers(self, layers: tuple[LayerConfig, ...]) -> LlamaConfig:
         return replace(self, layers=layers)
@@ -62,6 +103,7 @@ class LlamaConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"] = [{"ffn": la.ffn, "pairs": [list(p) for p in la.pairs]} for la in self.layers]
+        d["rope"] = None if self.rope is None else {k: list(v) if isinstance(v, tuple) else v for k, v in self.rope}
         return d
 
     @classmethod
@@ -71,9 +113,14 @@ class LlamaConfig:
                             for la in d["layers"])
         cfg = cls(**d)
         half = cfg.head_dim // 2
+        if cfg.heads % cfg.n_kv:
+            raise ValueError(f"kv_heads: {cfg.kv_heads}; valid: a divisor of heads ({cfg.heads})")
+        if cfg.family not in FAMILIES:
+            raise ValueError(f"family: {cfg.family!r}; valid: {', '.join(FAMILIES)}")
         for n, la in enumerate(cfg.layers):
-            if len(la.pairs) != cfg.heads or len({len(p) for p in la.pairs}) != 1 or not la.pairs[0]:
-                raise ValueError(f"layers[{n}].pairs: every one of the {cfg.heads} heads keeps the same number (>= 1) of pairs")
+            if len(la.pairs) != cfg.n_kv or len({len(p) for p in la.pairs}) != 1 or not la.pairs[0]:
+                raise ValueError(f"layers[{n}].pairs: every one of the {cfg.n_kv} key/value heads keeps the same "
+                                 "number (>= 1) of pairs")
             if any(not 0 <= i < half for p in la.pairs for i in p) or any(list(p) != sorted(set(p)) for p in la.pairs):
                 raise ValueError(f"layers[{n}].pairs: sorted distinct pair indices in 0..{half - 1}")
             if la.ffn < 1:
@@ -81,12 +128,20 @@ class LlamaConfig:
         return cfg
 
 
+def _frozen(v: Any) -> Any:
+    """A JSON value as nested tuples (a mapping: sorted ``(key, value)`` pairs): hashable."""
+    if isinstance(v, Mapping):
+        return tuple(sorted((str(k), _frozen(x)) for k, x in v.items()))
+    return tuple(map(_frozen, v)) if isinstance(v, (list, tuple)) else v
+
+
 @dataclass(frozen=True)
 class Masks:
-    """A subnet of a parent: per kept layer, the rotary pairs each head keeps and the MLP
-    channels kept (sorted index tuples); layers past ``len(attn)`` are removed."""
+    """A subnet of a parent: per kept layer, the rotary pairs each key/value head keeps (its
+    query heads keep the same) and the MLP channels kept (sorted index tuples); layers past
+    ``len(attn)`` are removed."""
 
-    attn: tuple[tuple[tuple[int, ...], ...], ...]  # [layer][head] -> pair indices
+    attn: tuple[tuple[tuple[int, ...], ...], ...]  # [layer][kv head] -> pair indices
     mlp: tuple[tuple[int, ...], ...]  # [layer] -> channel indices
 
 
@@ -96,10 +151,55 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kept: torch.Tensor | None = None) -> torch.Tensor:
+        """``kept``: the number of kept (non-zero) channels of each row of a masked input, so
+        that the mean of squares is the dense subnet's (over its own channels)."""
         h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        ms = h.pow(2).mean(-1, keepdim=True) if kept is None else h.pow(2).sum(-1, keepdim=True) / kept
+        h = h * torch.rsqrt(ms + self.eps)
         return self.weight * h.to(x.dtype)
+
+
+@lru_cache(maxsize=64)
+def _rope_base(head_dim: int, theta: float, rope_json: str | None, max_positions: int,
+               seq_len: int) -> tuple[torch.Tensor, float]:
+    """``(inv_freq, attention_scaling)`` of the parent's head: the original rotary embedding,
+    or, for scaled ones, what transformers' own rope functions compute (imported only then)."""
+    if rope_json is None:
+        return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)), 1.0
+    import transformers
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    rope = json.loads(rope_json)
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind == "default":
+        return _rope_base(head_dim, float(rope.get("rope_theta", theta)), None, max_positions, 0)
+    params = {**rope, "rope_type": kind, "rope_theta": rope.get("rope_theta", theta)}
+    hf = transformers.LlamaConfig(hidden_size=head_dim, num_attention_heads=1, head_dim=head_dim,
+                                  max_position_embeddings=max_positions, rope_theta=params["rope_theta"],
+                                  rope_scaling=params)
+    if getattr(hf, "rope_parameters", None) is not None:  # transformers 5
+        hf.rope_parameters = params
+    # dynamic NTK rescales once the sequence outgrows the original length; longrope switches
+    # factors there: both are functions of the length, as in transformers' dynamic_rope_update
+    kw = {"seq_len": seq_len} if kind in ("dynamic", "longrope") else {}
+    inv, scale = ROPE_INIT_FUNCTIONS[kind](hf, None, **kw)
+    return inv.float(), float(scale)
+
+
+def rope_frequencies(cfg: LlamaConfig, seq_len: int) -> tuple[torch.Tensor, float]:
+    """The parent head's rotary frequencies and cos/sin scaling for a sequence of ``seq_len``."""
+    params = cfg.rope_parameters
+    rope = None if params is None else json.dumps(params, sort_keys=True)
+    kind = None if params is None else params.get("rope_type", params.get("type"))
+    if kind == "dynamic":
+        seq_len = max(seq_len, cfg.max_positions)
+    elif kind == "longrope":
+        orig = int(params.get("original_max_position_embeddings") or cfg.max_positions)
+        seq_len = orig + 1 if seq_len > orig else 0  # the long factors past the original length
+    else:
+        seq_len = 0
+    return _rope_base(cfg.head_dim, cfg.rope_theta, rope, cfg.max_positions, seq_len)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -107,49 +207,89 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-b, a), dim=-1)
 
 
+class AttnMask(NamedTuple):
+    """The kept channels of a masked attention layer: 0/1 over the query rows (``heads *
+    head_dim``) and over the key/value rows (``kv_heads * head_dim``), and per head how many
+    channels it keeps (what a q/k norm averages over)."""
+
+    q: torch.Tensor
+    kv: torch.Tensor
+    kept: int
+
+
 class _Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig, layer: LayerConfig) -> None:
         super().__init__()
-        self.heads, self.head_dim = cfg.heads, layer.head_dim
+        self.cfg = cfg
+        self.heads, self.kv, self.head_dim = cfg.heads, cfg.n_kv, layer.head_dim
         # the parent's 1/sqrt(head_dim): a subnet's head computes the parent's scores on its kept channels
         self.scale = cfg.head_dim ** -0.5
-        inner = cfg.heads * layer.head_dim
-        self.q_proj = nn.Linear(cfg.dim, inner, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, inner, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, inner, bias=False)
-        self.o_proj = nn.Linear(inner, cfg.dim, bias=False)
-        # per head, the frequencies of its kept pairs (the parent's frequency of each pair)
-        base = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
-        self.register_buffer("rope_freqs", base[torch.tensor(layer.pairs)], persistent=False)  # (heads, m)
+        self.q_proj = nn.Linear(cfg.dim, cfg.heads * layer.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.dim, self.kv * layer.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.dim, self.kv * layer.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.heads * layer.head_dim, cfg.dim, bias=cfg.o_bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(layer.head_dim, cfg.eps)
+            self.k_norm = RMSNorm(layer.head_dim, cfg.eps)
+        # per key/value head, the indices of its kept pairs in the parent's head (their frequencies)
+        self.register_buffer("pair_index", torch.tensor(layer.pairs, dtype=torch.long), persistent=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+    def _rotary(self, t0: int, t: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        inv, scale = rope_frequencies(self.cfg, t0 + t)
+        pos = torch.arange(t0, t0 + t, dtype=torch.float32)
+        ang = pos[:, None, None] * inv[self.pair_index][None]  # (t, kv, m)
+        ang = torch.cat((ang, ang), dim=-1).transpose(0, 1)  # (kv, t, 2m)
+        return (ang.cos() * scale).to(dtype), (ang.sin() * scale).to(dtype)
+
+    def forward(self, x: torch.Tensor, mask: AttnMask | None = None,
                 cache: list[torch.Tensor] | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if mask is not None:  # the parent run as a subnet: removed channels are zero
-            q, k, v = q * mask, k * mask, v * mask
-        q, k, v = (z.view(b, t, self.heads, self.head_dim).transpose(1, 2) for z in (q, k, v))
+            q, k, v = q * mask.q, k * mask.kv, v * mask.kv
+        q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k, v = (z.view(b, t, self.kv, self.head_dim).transpose(1, 2) for z in (k, v))
+        if self.cfg.qk_norm:
+            kept = None if mask is None else mask.kept
+            q, k = self.q_norm(q, kept), self.k_norm(k, kept)
         start = cache[0].shape[2] if cache else 0  # decoding: the positions after the cached ones
-        pos = torch.arange(start, start + t, dtype=torch.float32)
-        ang = pos[:, None, None] * self.rope_freqs[None]  # (t, heads, m)
-        ang = torch.cat((ang, ang), dim=-1).transpose(0, 1)  # (heads, t, 2m)
-        cos, sin = ang.cos().to(q.dtype), ang.sin().to(q.dtype)
-        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        cos, sin = self._rotary(start, t, q.dtype)
+        g = self.heads // self.kv
+        qc, qs = cos.repeat_interleave(g, 0), sin.repeat_interleave(g, 0)  # query head h reads kv head h // g
+        q, k = q * qc + _rotate_half(q) * qs, k * cos + _rotate_half(k) * sin
         if cache is not None:
             if cache:
                 k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
             cache[:] = [k, v]
-        # one new token attends to everything cached; a prompt attends causally
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=bool(t > 1), scale=self.scale)
+        if g > 1:
+            k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+        hide = self._hidden(start, t, k.shape[2])
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if isinstance(hide, bool) else hide,
+                                           is_causal=hide is True, scale=self.scale)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+    def _hidden(self, start: int, t: int, total: int) -> torch.Tensor | bool:
+        """Which keys each query sees: ``j <= start + i`` (and, with a sliding window, ``j >
+        start + i - window``) as a boolean mask; ``True``: plain causal (SDPA's fast path),
+        ``False``: everything (one new token, inside the window)."""
+        w = self.cfg.sliding_window
+        inside = w is None or total <= w
+        if inside and (t == 1 or start == 0):
+            return t > 1
+        qpos = torch.arange(start, start + t)[:, None]
+        kpos = torch.arange(total)[None, :]
+        keep = kpos <= qpos
+        if w is not None:
+            keep &= kpos > qpos - w
+        return keep
 
 
 class _MLP(nn.Module):
-    def __init__(self, dim: int, ffn: int) -> None:
+    def __init__(self, dim: int, ffn: int, bias: bool = False) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(dim, ffn, bias=False)
-        self.up_proj = nn.Linear(dim, ffn, bias=False)
-        self.down_proj = nn.Linear(ffn, dim, bias=False)
+        self.gate_proj = nn.Linear(dim, ffn, bias=bias)
+        self.up_proj = nn.Linear(dim, ffn, bias=bias)
+        self.down_proj = nn.Linear(ffn, dim, bias=bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = F.silu(self.gate_proj(x)) * self.up_proj(x)
@@ -162,18 +302,19 @@ class _Layer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.dim, cfg.eps)
         self.self_attn = _Attention(cfg, layer)
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.eps)
-        self.mlp = _MLP(cfg.dim, layer.ffn)
+        self.mlp = _MLP(cfg.dim, layer.ffn, cfg.mlp_bias)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, attn_mask: AttnMask | None = None,
                 mlp_mask: torch.Tensor | None = None, cache: list[torch.Tensor] | None = None) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), attn_mask, cache)
         return x + self.mlp(self.post_attention_layernorm(x), mlp_mask)
 
 
 class Llama(nn.Module):
-    """``LlamaForCausalLM`` (no key/value grouping, no biases) under its parameter names:
-    ``model.embed_tokens``, ``model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj,
-    post_attention_layernorm, mlp.{gate,up,down}_proj}``, ``model.norm``, ``lm_head``."""
+    """``LlamaForCausalLM`` and its Llama-shaped families (Mistral, Qwen2, Qwen3) under their
+    parameter names: ``model.embed_tokens``, ``model.layers.N.{input_layernorm,
+    self_attn.{q,k,v,o}_proj[, q_norm, k_norm], post_attention_layernorm,
+    mlp.{gate,up,down}_proj}``, ``model.norm``, ``lm_head``."""
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -209,17 +350,20 @@ class Llama(nn.Module):
                 x = layer(x, self.attn_mask(masks.attn[n]), self.mlp_mask(masks.mlp[n], n))
         return x
 
-    def attn_mask(self, pairs: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    def attn_mask(self, pairs: tuple[tuple[int, ...], ...]) -> AttnMask:
+        """The 0/1 masks of a layer keeping ``pairs`` per key/value head (its query heads alike)."""
         hd, half = self.config.head_dim, self.config.head_dim // 2
-        m = torch.zeros(self.config.heads, hd)
+        kv = torch.zeros(self.config.n_kv, hd)
         for h, p in enumerate(pairs):
             idx = torch.tensor(p, dtype=torch.long)
-            m[h, idx] = 1.0
-            m[h, idx + half] = 1.0
-        return m.reshape(-1)
+            kv[h, idx] = 1.0
+            kv[h, idx + half] = 1.0
+        q = kv.repeat_interleave(self.config.group, 0)
+        dtype = self.model.embed_tokens.weight.dtype
+        return AttnMask(q.reshape(-1).to(dtype), kv.reshape(-1).to(dtype), 2 * len(pairs[0]))
 
     def mlp_mask(self, channels: tuple[int, ...], layer: int) -> torch.Tensor:
-        m = torch.zeros(self.config.layers[layer].ffn)
+        m = torch.zeros(self.config.layers[layer].ffn, dtype=self.model.embed_tokens.weight.dtype)
         m[torch.tensor(channels, dtype=torch.long)] = 1.0
         return m
 
@@ -232,29 +376,46 @@ class Llama(nn.Module):
     @torch.no_grad()
     def slice(self, masks: Masks) -> Llama:
         """The dense subnet of ``masks`` with the parent's weights (rows and columns copied)."""
-        net = Llama(self.subnet_config(masks))
+        cfg = self.config
+        net = Llama(self.subnet_config(masks)).to(self.model.embed_tokens.weight.dtype)
         net.model.embed_tokens.weight.copy_(self.model.embed_tokens.weight)
         net.model.norm.weight.copy_(self.model.norm.weight)
-        if not self.config.tie_embeddings:
+        if not cfg.tie_embeddings:
             net.lm_head.weight.copy_(self.lm_head.weight)
         for n, (pairs, ch) in enumerate(zip(masks.attn, masks.mlp)):
             src, dst = self.model.layers[n], net.model.layers[n]
-            rows = attn_rows(pairs, self.config.head_dim)
-            for name in ("q_proj", "k_proj", "v_proj"):
-                getattr(dst.self_attn, name).weight.copy_(getattr(src.self_attn, name).weight[rows])
-            dst.self_attn.o_proj.weight.copy_(src.self_attn.o_proj.weight[:, rows])
+            kv_rows = attn_rows(pairs, cfg.head_dim)
+            q_rows = attn_rows(tuple(p for p in pairs for _ in range(cfg.group)), cfg.head_dim)
+            for name, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
+                _copy_rows(getattr(src.self_attn, name), getattr(dst.self_attn, name), rows)
+            dst.self_attn.o_proj.weight.copy_(src.self_attn.o_proj.weight[:, q_rows])
+            if cfg.o_bias:
+                dst.self_attn.o_proj.bias.copy_(src.self_attn.o_proj.bias)
+            if cfg.qk_norm:  # one head's kept channels, in the dense head's order
+                local = attn_rows(pairs[:1], cfg.head_dim)
+                dst.self_attn.q_norm.weight.copy_(src.self_attn.q_norm.weight[local])
+                dst.self_attn.k_norm.weight.copy_(src.self_attn.k_norm.weight[local])
             idx = torch.tensor(ch, dtype=torch.long)
-            dst.mlp.gate_proj.weight.copy_(src.mlp.gate_proj.weight[idx])
-            dst.mlp.up_proj.weight.copy_(src.mlp.up_proj.weight[idx])
+            for name in ("gate_proj", "up_proj"):
+                _copy_rows(getattr(src.mlp, name), getattr(dst.mlp, name), idx)
             dst.mlp.down_proj.weight.copy_(src.mlp.down_proj.weight[:, idx])
+            if cfg.mlp_bias:
+                dst.mlp.down_proj.bias.copy_(src.mlp.down_proj.bias)
             dst.input_layernorm.weight.copy_(src.input_layernorm.weight)
             dst.post_attention_layernorm.weight.copy_(src.post_attention_layernorm.weight)
         return net.eval()
 
 
+def _copy_rows(src: nn.Linear, dst: nn.Linear, rows: torch.Tensor) -> None:
+    dst.weight.copy_(src.weight[rows])
+    if src.bias is not None:
+        dst.bias.copy_(src.bias[rows])
+
+
 def attn_rows(pairs: tuple[tuple[int, ...], ...], head_dim: int) -> torch.Tensor:
-    """Indices of the Q/K/V rows (O columns) a layer keeps: per head, its pairs' first
-    channels then their partners, so the dense head's rotate_half pairs them again."""
+    """Indices of the rows a layer keeps of a projection with one head per entry of ``pairs``
+    (Q: per query head; K/V: per key/value head; O: its columns, as Q): per head, its pairs'
+    first channels then their partners, so the dense head's rotate_half pairs them again."""
     half = head_dim // 2
     out = []
     for h, p in enumerate(pairs):
@@ -265,8 +426,10 @@ def attn_rows(pairs: tuple[tuple[int, ...], ...], head_dim: int) -> torch.Tensor
 def param_count(cfg: LlamaConfig) -> int:
     n = cfg.vocab * cfg.dim * (1 if cfg.tie_embeddings else 2) + cfg.dim
     for la in cfg.layers:
-        inner = cfg.heads * la.head_dim
-        n += 2 * cfg.dim + 4 * cfg.dim * inner + 3 * cfg.dim * la.ffn
+        q, kv = cfg.heads * la.head_dim, cfg.n_kv * la.head_dim
+        n += 2 * cfg.dim + 2 * cfg.dim * (q + kv) + 3 * cfg.dim * la.ffn
+        n += (q + 2 * kv) * cfg.qkv_bias + cfg.dim * cfg.o_bias + (2 * la.ffn + cfg.dim) * cfg.mlp_bias
+        n += 2 * la.head_dim * cfg.qk_norm
     return n
 
 
@@ -275,7 +438,6 @@ def macs_per_token(cfg: LlamaConfig, context: int) -> int:
     scores and values, LM head)."""
     n = cfg.dim * cfg.vocab
     for la in cfg.layers:
-        inner = cfg.heads * la.head_dim
-        n += 4 * cfg.dim * inner + 3 * cfg.dim * la.ffn + 2 * context * inner
+        q, kv = cfg.heads * la.head_dim, cfg.n_kv * la.head_dim
+        n += 2 * cfg.dim * (q + kv) + 3 * cfg.dim * la.ffn + 2 * context * q
     return n
-

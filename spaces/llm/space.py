@@ -1,12 +1,13 @@
 """``llm-subnet``: structural subnets of a LLaMA decoder with inherited weights, the space of
 "Search for Efficient Large Language Models" (methods §1).
 
-An architecture keeps the first ``depth`` layers and, in each, for every head the same
-number of rotary pairs (``lN.attn``; two head-dim channels each: rows of Q/K/V and columns
-of O, tied) and ``lN.mlp`` MLP channels (rows of gate/up, columns of down). *Which* pairs
-and channels is the mask, stored with the architecture under ``masks`` as hexadecimal
-bitmasks (``"lN.attn"``: one per head, ``"lN.mlp"``); every head is kept, as the paper
-argues they all matter. Counts are the choices (what Optuna, the drivers and the encoder
+An architecture keeps the first ``depth`` layers and, in each, for every key/value head
+the same number of rotary pairs (``lN.attn``; two head-dim channels each: rows of K/V and
+of its query heads' Q, and those heads' columns of O, tied: with grouped-query attention a
+pruned layer stays a valid GQA layer) and ``lN.mlp`` MLP channels (rows of gate/up,
+columns of down). *Which* pairs and channels is the mask (:mod:`spaces.llm.masks`); every
+head is kept, as the paper argues they all matter. The uniform baselines live in
+:mod:`spaces.llm.baselines`, the evolution operators in :mod:`spaces.llm.evolution`. Counts are the choices (what Optuna, the drivers and the encoder
 see); an architecture given by counts alone takes the importance-best masks (methods
 §1.2), the ``evolution`` strategy mutates masks too (``mutate``, ``crossover``).
 
@@ -19,7 +20,6 @@ methods §1.5). ``materialize`` slices the dense, smaller network and reforms it
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,9 @@ from .._base import ConfigOption, MetricInfo, Suggest
 from .._elastic import ElasticSpace
 from .._errors import InvalidArchitectureError, InvalidConfigError
 from .._registry import register_space
+from .baselines import UniformBaselines
+from .evolution import MaskEvolution
+from .masks import masks_json, parse_masks
 
 if TYPE_CHECKING:
     import torch
@@ -42,22 +45,8 @@ _MLP_RATIOS = tuple(round(0.1 + 0.05 * i, 2) for i in range(19))  # the paper's 
 _BASELINE_SCORES = ("importance", "magnitude")
 
 
-def _hex(indices: Sequence[int]) -> str:
-    return format(sum(1 << i for i in indices), "x")
-
-
-def _unhex(text: Any, size: int, key: str) -> tuple[int, ...]:
-    try:
-        value = int(text, 16)
-    except (TypeError, ValueError):
-        raise InvalidArchitectureError(f"llm-subnet: masks.{key} is {text!r}; valid: a hexadecimal bitmask") from None
-    if value < 0 or value >> size:
-        raise InvalidArchitectureError(f"llm-subnet: masks.{key} is {text!r}; valid: a bitmask of {size} bits")
-    return tuple(i for i in range(size) if value >> i & 1)
-
-
 @register_space
-class LLMSubnetSpace(ElasticSpace):
+class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
     name = "llm-subnet"
     version = "1"
     parents = ("llm-small", "llm-tiny")
@@ -153,50 +142,13 @@ class LLMSubnetSpace(ElasticSpace):
         if masks is None:
             m = self._top_masks(counts, "importance")
         else:
-            m = self._parse_masks(masks, counts)
-        return self._arch({**counts, "masks": self._masks_json(m)})
-
-    def _parse_masks(self, masks: Any, counts: Mapping[str, int]) -> Masks:
-        from .model import Masks
-
-        p = self.parent_config
-        half = p.head_dim // 2
-        if not isinstance(masks, Mapping):
-            raise InvalidArchitectureError(f"{self.name}: masks is a {type(masks).__name__}; valid: a mapping of "
-                                           "lN.attn (one hex bitmask per head) and lN.mlp (a hex bitmask)")
-        attn, mlp = [], []
-        for n in range(counts["depth"]):
-            heads = masks.get(f"l{n}.attn")
-            if not isinstance(heads, (list, tuple)) or len(heads) != p.heads:
-                raise InvalidArchitectureError(f"{self.name}: masks.l{n}.attn is {heads!r}; valid: {p.heads} hex "
-                                               f"bitmasks of {half} bits, one per head")
-            pairs = tuple(_unhex(h, half, f"l{n}.attn") for h in heads)
-            if any(len(x) != counts[f"l{n}.attn"] for x in pairs):
-                raise InvalidArchitectureError(f"{self.name}: masks.l{n}.attn keeps {[len(x) for x in pairs]} pairs per "
-                                               f"head; l{n}.attn says {counts[f'l{n}.attn']} for every head")
-            ch = _unhex(masks.get(f"l{n}.mlp"), p.layers[n].ffn, f"l{n}.mlp")
-            if len(ch) != counts[f"l{n}.mlp"]:
-                raise InvalidArchitectureError(f"{self.name}: masks.l{n}.mlp keeps {len(ch)} channels; l{n}.mlp says "
-                                               f"{counts[f'l{n}.mlp']}")
-            attn.append(pairs)
-            mlp.append(ch)
-        extra = sorted(set(masks) - {f"l{n}.{k}" for n in range(counts["depth"]) for k in ("attn", "mlp")})
-        if extra:
-            raise InvalidArchitectureError(f"{self.name}: masks.{extra[0]} is not a kept layer's mask")
-        return Masks(tuple(attn), tuple(mlp))
-
-    @staticmethod
-    def _masks_json(m: Masks) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for n, (pairs, ch) in enumerate(zip(m.attn, m.mlp)):
-            out[f"l{n}.attn"] = [_hex(p) for p in pairs]
-            out[f"l{n}.mlp"] = _hex(ch)
-        return out
+            m = parse_masks(self.parent_config, masks, counts)
+        return self._arch({**counts, "masks": masks_json(m)})
 
     def masks(self, arch: Architecture) -> Masks:
         self.validate(arch)
         p = arch.params_dict()
-        return self._parse_masks(p["masks"], p)
+        return parse_masks(self.parent_config, p["masks"], p)
 
     def largest(self) -> Architecture:
         return self.from_params({"depth": self._choices["depth"][-1],
@@ -213,7 +165,7 @@ class LLMSubnetSpace(ElasticSpace):
             raise InvalidConfigError("scores", kind, ", ".join(_BASELINE_SCORES))
         key = f"scores:{kind}"
         if key not in self._cache.data:
-            from .importance import Importance, importance
+            from .importance import Importance, group_scores, importance
 
             model = self.parent().module
             if kind == "importance":
@@ -224,12 +176,18 @@ class LLMSubnetSpace(ElasticSpace):
                 attn, mlp = [], []
                 for layer in model.model.layers:  # detached: the weights' norms, no graph
                     a, m = layer.self_attn, layer.mlp
-                    s = sum(getattr(a, n).weight.pow(2).sum(1) for n in ("q_proj", "k_proj", "v_proj"))
-                    s = s + a.o_proj.weight.pow(2).sum(0)
-                    attn.append(s.view(cfg.heads, 2, cfg.head_dim // 2).sum(1).detach())
+                    q = a.q_proj.weight.pow(2).sum(1) + a.o_proj.weight.pow(2).sum(0)
+                    kv = a.k_proj.weight.pow(2).sum(1) + a.v_proj.weight.pow(2).sum(1)
+                    attn.append(group_scores(q, kv, cfg).detach())
                     mlp.append((m.gate_proj.weight.pow(2).sum(1) + m.up_proj.weight.pow(2).sum(1)
                                 + m.down_proj.weight.pow(2).sum(0)).detach())
                 self._cache.data[key] = Importance(tuple(attn), tuple(mlp))
+            if self.parent_config.qk_norm:
+                # Qwen3's q/k norms have one weight per head channel, shared by every head: a dense
+                # subnet can only keep the same pairs in all heads, so a pair scores its sum over them
+                s = self._cache.data[key]
+                self._cache.data[key] = Importance(tuple(a.sum(0, keepdim=True).expand_as(a).clone() for a in s.attn),
+                                                   s.mlp)
         return self._cache.data[key]
 
     def _top_masks(self, counts: Mapping[str, int], kind: str) -> Masks:
@@ -238,143 +196,6 @@ class LLMSubnetSpace(ElasticSpace):
         d = counts["depth"]
         return top_masks(self.scores(kind), d, [counts[f"l{n}.attn"] for n in range(d)],
                          [counts[f"l{n}.mlp"] for n in range(d)])
-
-    def uniform(self, kept_ratio: float, scores: str = "importance", depth: int | None = None) -> Architecture:
-        """Every layer at the same fraction (FLAP / LLM-Pruner-like): the architecture of
-        ``depth`` layers (default: all) whose kept-parameter ratio is closest to ``kept_ratio``,
-        masks from ``scores`` (``importance`` or ``magnitude``). A ratio more than 0.05 outside
-        what equal fractions reach at that depth is an error, not silently the nearest subnet."""
-        if not isinstance(kept_ratio, (int, float)) or not 0 < kept_ratio <= 1:
-            raise InvalidConfigError("kept_ratio", kept_ratio, "a number in (0, 1]")
-        return self._uniform(kept_ratio, scores, depth, strict=True)
-
-    def _uniform(self, kept_ratio: float, scores: str, depth: int | None, strict: bool) -> Architecture:
-        depth = depth or self._choices["depth"][-1]
-        best, best_gap, reached = None, math.inf, []
-        for g in np.linspace(0.05, 1.0, 96):
-            counts = self._uniform_counts(float(g), depth)
-            reached.append(self.kept_ratio(self._counts_config(counts)))
-            gap = abs(reached[-1] - kept_ratio)
-            if gap < best_gap:
-                best, best_gap = counts, gap
-        if strict and not min(reached) - 0.05 <= kept_ratio <= max(reached) + 0.05:  # well beyond the grid
-            raise InvalidConfigError("kept_ratio", kept_ratio, f"{min(reached):.3f} to {max(reached):.3f} "
-                                     f"(every one of {depth} layers at the same fraction)")
-        m = self._top_masks(best, scores)
-        return self._arch({**best, "masks": self._masks_json(m)})
-
-    def _uniform_counts(self, g: float, depth: int) -> dict[str, int]:
-        counts: dict[str, int] = {"depth": depth}
-        for n in range(depth):
-            for kind, full in (("attn", self.parent_config.head_dim // 2), ("mlp", self.parent_config.layers[n].ffn)):
-                values = self._choices[f"l{n}.{kind}"]
-                counts[f"l{n}.{kind}"] = min(values, key=lambda v: abs(v - g * full))
-        return counts
-
-    def initial_architecture(self, bounds: Mapping[str, tuple[float | None, float | None]]) -> Architecture:
-        """The evolution's start (methods §1.2): every layer at the same ratio, importance
-        masks, at the middle of the job's bounds on ``kept_ratio`` or ``params``."""
-        lo, hi = bounds.get("kept_ratio", (None, None))
-        if lo is None and hi is None and "params" in bounds:
-            total = self.count_params(self.parent_config)
-            lo, hi = (None if v is None else v / total for v in bounds["params"])
-        if lo is None and hi is None:
-            return self.largest()
-        target = (lo + hi) / 2 if lo is not None and hi is not None else (hi if hi is not None else 1.0)
-        # the nearest uniform subnet even when the bounds need fewer layers: fit_bounds moves it in
-        return self._uniform(min(1.0, max(1e-3, target)), "importance", None, strict=False)
-
-    def mutate(self, arch: Architecture, rng: random.Random, *, p_mask: float = 0.3, p_ratio: float = 0.1,
-               p_depth: float = 0.1, alpha: float = 0.8) -> Architecture:
-        """Methods §1.3: the depth moves with ``p_depth`` (new layers take importance masks at
-        random counts), each count with ``p_ratio``, and each mask (per head; per layer for the
-        MLP) with ``p_mask`` or when its count moved, to a random mask that keeps at least
-        ``alpha`` of the old one's indices (drawn directly rather than by rejection, so a small
-        count never spins)."""
-        p = arch.params_dict()
-        masks = self._parse_masks(p["masks"], p)
-        depth = p["depth"]
-        if rng.random() < p_depth:
-            depth = rng.choice(self._choices["depth"])
-        attn, mlp = list(masks.attn[:depth]), list(masks.mlp[:depth])
-        counts: dict[str, int] = {"depth": depth}
-        for n in range(depth):
-            for kind in ("attn", "mlp"):
-                k = f"l{n}.{kind}"
-                counts[k] = p[k] if k in p and rng.random() >= p_ratio else rng.choice(self._choices[k])
-        fresh = self._top_masks(counts, "importance") if depth > len(masks.attn) else None
-        half = self.parent_config.head_dim // 2
-        for n in range(depth):
-            if n >= len(masks.attn):
-                attn.append(fresh.attn[n])
-                mlp.append(fresh.mlp[n])
-                continue
-            attn[n] = tuple(_mutate_mask(h, counts[f"l{n}.attn"], half, rng, p_mask, alpha) for h in attn[n])
-            mlp[n] = _mutate_mask(mlp[n], counts[f"l{n}.mlp"], self.parent_config.layers[n].ffn, rng, p_mask, alpha)
-        from .model import Masks
-
-        return self._arch({**counts, "masks": self._masks_json(Masks(tuple(attn), tuple(mlp)))})
-
-    def fit_bounds(self, arch: Architecture, bounds: Mapping[str, tuple[float | None, float | None]],
-                   rng: random.Random) -> Architecture | None:
-        """``arch`` moved into the job's bounds on ``kept_ratio`` (or ``params``): one grid step
-        at a time on a random count, dropping the least important kept pairs or channels (or
-        adding the most important missing ones), until it fits; ``None`` if it cannot.
-        A mutation that changes a count by several steps lands outside a narrow window most of
-        the time; without this, the evolution would only keep the mutants that barely move."""
-        total = self.count_params(self.parent_config)
-        lo, hi = bounds.get("kept_ratio", (None, None))
-        if "params" in bounds:
-            plo, phi = bounds["params"]
-            if plo is not None:
-                lo = max(lo or 0.0, plo / total)
-            if phi is not None:
-                hi = phi / total if hi is None else min(hi, phi / total)
-        if lo is None and hi is None:
-            return arch
-        p = arch.params_dict()
-        m = self._parse_masks(p["masks"], p)
-        counts = {k: v for k, v in p.items() if k != "masks"}
-        attn, mlp = [list(x) for x in m.attn], list(m.mlp)
-        sc = self.scores("importance")
-        keys = [k for k in counts if k != "depth"]
-        for _ in range(4 * len(keys) * 20):
-            r = self.kept_ratio(self._counts_config(counts))
-            if (lo is None or r >= lo) and (hi is None or r <= hi):
-                from .model import Masks
-
-                return self._arch({**counts, "masks": self._masks_json(Masks(tuple(tuple(h) for h in attn), tuple(mlp)))})
-            down = hi is not None and r > hi
-            values = {k: self._choices[k] for k in keys}
-            movable = [k for k in keys if (values[k].index(counts[k]) > 0 if down else values[k].index(counts[k]) < len(values[k]) - 1)]
-            if not movable:
-                return None
-            k = rng.choice(movable)
-            new = values[k][values[k].index(counts[k]) + (-1 if down else 1)]
-            n, kind = int(k.split(".")[0][1:]), k.split(".")[1]
-            if kind == "attn":
-                attn[n] = [_resize(h, new, sc.attn[n][i]) for i, h in enumerate(attn[n])]
-            else:
-                mlp[n] = _resize(mlp[n], new, sc.mlp[n])
-            counts[k] = new
-        return None
-
-    def crossover(self, a: Architecture, b: Architecture, rng: random.Random) -> Architecture:
-        """Per gene (a layer's attention count and masks, its MLP count and mask, the depth),
-        from either parent at random; a layer only one parent has comes from that parent."""
-        from .model import Masks
-
-        pa, pb = a.params_dict(), b.params_dict()
-        ma, mb = self._parse_masks(pa["masks"], pa), self._parse_masks(pb["masks"], pb)
-        depth = rng.choice((pa["depth"], pb["depth"]))
-        counts: dict[str, int] = {"depth": depth}
-        attn, mlp = [], []
-        for n in range(depth):
-            for kind in ("attn", "mlp"):
-                src = rng.choice([x for x in ((pa, ma), (pb, mb)) if n < x[0]["depth"]])
-                counts[f"l{n}.{kind}"] = src[0][f"l{n}.{kind}"]
-                (attn if kind == "attn" else mlp).append(src[1].attn[n] if kind == "attn" else src[1].mlp[n])
-        return self._arch({**counts, "masks": self._masks_json(Masks(tuple(attn), tuple(mlp)))})
 
     # -- sizes -----------------------------------------------------------------------------
     def metrics(self) -> dict[str, MetricInfo]:
@@ -422,7 +243,7 @@ class LLMSubnetSpace(ElasticSpace):
         from .model import LayerConfig
 
         p = self.parent_config
-        layers = tuple(LayerConfig(counts[f"l{n}.mlp"], (tuple(range(counts[f"l{n}.attn"])),) * p.heads)
+        layers = tuple(LayerConfig(counts[f"l{n}.mlp"], (tuple(range(counts[f"l{n}.attn"])),) * p.n_kv)
                        for n in range(counts["depth"]))
         return p.with_layers(layers)
 
@@ -477,7 +298,7 @@ class LLMSubnetSpace(ElasticSpace):
         chain = ["embed"]
         g.add_node("embed", op="embedding", channels=cfg.dim)
         for n, la in enumerate(cfg.layers):
-            g.add_node(f"l{n}.attn", op="rmsnorm_mhsa_rope", channels=cfg.dim, heads=cfg.heads, head_dim=la.head_dim)
+            g.add_node(f"l{n}.attn", op="rmsnorm_mhsa_rope", channels=cfg.dim, heads=cfg.heads, kv_heads=cfg.n_kv, head_dim=la.head_dim)
             g.add_node(f"l{n}.mlp", op="rmsnorm_swiglu", channels=cfg.dim, hidden=la.ffn)
             chain += [f"l{n}.attn", f"l{n}.mlp"]
         g.add_node("lm_head", op="rmsnorm_linear", channels=cfg.vocab)
@@ -556,24 +377,3 @@ class LLMSubnetSpace(ElasticSpace):
 
         g = torch.Generator().manual_seed(0)
         return (torch.randint(0, self.parent_config.vocab, (batch, self.config["window"]), generator=g),)
-
-
-def _mutate_mask(old: tuple[int, ...], k: int, size: int, rng: random.Random, p_mask: float,
-                 alpha: float) -> tuple[int, ...]:
-    if len(old) == k and rng.random() >= p_mask:
-        return old
-    keep = rng.sample(old, min(len(old), k, math.ceil(alpha * min(len(old), k))))
-    kept = set(keep)
-    rest = [i for i in range(size) if i not in kept]
-    return tuple(sorted(keep + rng.sample(rest, k - len(keep))))
-
-
-def _resize(kept: Sequence[int], k: int, scores) -> tuple[int, ...]:
-    """``kept`` grown or shrunk to ``k`` indices: the least important go first, the most important come first."""
-    kept = list(kept)
-    if k < len(kept):
-        kept.sort(key=lambda i: float(scores[i]))
-        return tuple(sorted(kept[len(kept) - k:]))
-    have = set(kept)
-    extra = sorted((i for i in range(len(scores)) if i not in have), key=lambda i: -float(scores[i]))
-    return tuple(sorted(kept + extra[:k - len(kept)]))
