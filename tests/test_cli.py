@@ -248,9 +248,9 @@ def test_resume_with_a_different_spec_prints_one_line_with_the_bar_on(db, tmp_pa
 
 # -- kill -9 in the middle of a job, then --resume ---------------------------------------
 def test_kill_9_then_resume_finishes_the_job_exactly(db, tmp_path):
-    budget = 400
+    budget = 200  # 20 rounds: killed after 2, the resume has most of the job to do
     # ridge-rf: this is about kill and resume (the default ranker's resume is tested in
-    # test_engine); 400 evaluations of ranker refits would not fit the test's time limits
+    # test_engine); 200 evaluations of ranker refits would not fit the test's time limits
     spec = nb201_spec("predictor-guided", budget=budget, execution={"backend": "inline"})
     spec["strategy"]["predictor"] = "ridge-rf"
     spec_path = write_spec(tmp_path / "job.yaml", spec)

@@ -82,6 +82,7 @@ def test_cancel_a_queued_job_is_immediate_and_a_finished_one_conflicts(sqlite_ur
         store.requeue(job_id)
 
 
+@pytest.mark.timing
 def test_cancel_stops_a_running_job_within_seconds_and_resume_finishes_it(sqlite_url):
     store = Store(sqlite_url)
     job_id = queue_job(store, budget=3000, batch=1)  # thousands of tiny rounds: long enough to cancel
@@ -105,6 +106,7 @@ def test_cancel_stops_a_running_job_within_seconds_and_resume_finishes_it(sqlite
     assert numbers == list(range(len(numbers))) and len(numbers) >= done_before
 
 
+@pytest.mark.timing
 @pytest.mark.postgres
 def test_two_runners_on_postgresql_run_every_job_exactly_once(postgres_url):
     store = Store(postgres_url)
@@ -130,6 +132,7 @@ def test_two_runners_on_postgresql_run_every_job_exactly_once(postgres_url):
     assert all(store.get_job(j).n_evaluations == 10 for j in jobs)
 
 
+@pytest.mark.timing
 def test_on_sqlite_one_runner_holds_the_lock_and_a_second_waits_as_a_standby(tmp_path, tiny_spec):
     import threading
     import time
