@@ -242,7 +242,7 @@ def _routes() -> APIRouter:
     r = APIRouter()
     Limit = Query(50, ge=1, le=MAX_PAGE, description=f"page size (1..{MAX_PAGE})")
     Offset = Query(0, ge=0, le=10**9, description="items to skip (0..1e9)")
-    ExportFormat = Query("safetensors", max_length=40, description="safetensors, torchscript or onnx")
+    ExportFormat = Query("safetensors", max_length=40, description="safetensors, torchscript, onnx or hf (llm-subnet)")
 
     # -- service ------------------------------------------------------------------
     @r.get("/health", tags=["service"])

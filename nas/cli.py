@@ -283,7 +283,8 @@ def cmd_parents(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export a found architecture with its inherited weights: safetensors, TorchScript or ONNX."""
+    """Export a found architecture with its inherited weights: safetensors, TorchScript, ONNX or a
+    Hugging Face directory (llm-subnet)."""
     from spaces import SpacesError
 
     from .errors import NasError
@@ -300,8 +301,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     loader = {"safetensors": "from spaces import load_architecture; model = load_architecture(%r)",
               "torchscript": "import torch; model = torch.jit.load(%r)",
-              "onnx": "import onnxruntime; session = onnxruntime.InferenceSession(%r)"}[args.format]
-    artefact = str(path) if args.format == "safetensors" else str(path / FORMATS[args.format])
+              "onnx": "import onnxruntime; session = onnxruntime.InferenceSession(%r)",
+              "hf": "from transformers import AutoModelForCausalLM; model = AutoModelForCausalLM.from_pretrained(%r)",
+              }[args.format]
+    artefact = str(path) if args.format in ("safetensors", "hf") else str(path / FORMATS[args.format])
     print(f"exported {args.arch_id} of job {args.job_id} ({args.format}) to {path}\n  {loader % artefact}")
     return 0
 
@@ -573,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export a found architecture with its weights (safetensors, TorchScript, ONNX)")
     s.add_argument("job_id")
     s.add_argument("arch_id")
-    s.add_argument("--format", default="safetensors", help="safetensors (default), torchscript or onnx")
+    s.add_argument("--format", default="safetensors", help="safetensors (default), torchscript, onnx, or hf (llm-subnet: a directory transformers loads)")
     s.add_argument("--out", metavar="DIR", help="directory to create (default ARCH_ID-FORMAT)")
     s.add_argument("--force", action="store_true", help="replace DIR when it exists")
     s.set_defaults(func=cmd_export)

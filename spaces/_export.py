@@ -7,7 +7,11 @@ artefact:
 * ``safetensors``: ``model.safetensors``; ``load_architecture`` rebuilds the network from
   the JSON and loads the weights (needs this package, not the parent);
 * ``torchscript``: ``model.pt``, runs with ``torch.jit.load`` alone;
-* ``onnx``: ``model.onnx`` (batch axis dynamic), runs with ONNX Runtime alone.
+* ``onnx``: ``model.onnx`` (batch axis dynamic), runs with ONNX Runtime alone;
+* ``hf``: a Hugging Face checkpoint directory (``config.json``, ``model.safetensors``,
+  ``generation_config.json``, the parent's tokenizer files) that
+  ``transformers.AutoModelForCausalLM.from_pretrained`` loads without this package, for
+  spaces that declare ``exports_hf`` (``llm-subnet``); ``load_architecture`` loads it too.
 
 Exports are written to a temporary directory beside the target and renamed into place, so
 a failed export leaves nothing behind and a replaced one (``force``) is never half-written.
@@ -36,7 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMATS", "MANIFEST", "export_architecture", "load_architecture", "zip_directory"]
 
-FORMATS = {"safetensors": "model.safetensors", "torchscript": "model.pt", "onnx": "model.onnx"}
+FORMATS = {"safetensors": "model.safetensors", "torchscript": "model.pt", "onnx": "model.onnx",
+           "hf": "model.safetensors"}
 MANIFEST = "architecture.json"
 API_ENV_VAR = "NAS_API_URL"
 TOKEN_ENV_VAR = "NAS_API_TOKEN"
@@ -58,6 +63,9 @@ def export_architecture(space: SearchSpace, arch: Architecture, out: str | os.Pa
         raise ExportError("out", f"{out} exists; choose another directory or pass --force to replace it")
     if out.exists() and not (out / MANIFEST).is_file():  # --force replaces an export, nothing else
         raise ExportError("out", f"{out} exists and is not an export (no {MANIFEST}); refusing to replace it")
+    if format == "hf" and not getattr(type(space), "exports_hf", False):
+        raise ExportError("format", f"hf: {space.name} networks are not Hugging Face models; spaces that export "
+                          "them: " + ", ".join(_spaces_exporting_hf()))
     if not space.has_weights():
         raise ExportError("architecture", f"{space.name} networks have no stored weights to export (the space "
                           "has no trained parent); spaces with weights: " + ", ".join(_spaces_with_weights()))
@@ -78,11 +86,17 @@ def export_architecture(space: SearchSpace, arch: Architecture, out: str | os.Pa
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is an ordinary directory
         artefact = tmp / FORMATS[format]
-        _WRITERS[format](module, inputs, artefact)
+        network = space.network_config(arch)
+        extra: dict[str, Any] = {}
+        if format == "hf":  # the written model's own config: what load_architecture rebuilds
+            extra = space.write_hf(module, tmp)
+            network = extra.pop("network")
+        else:
+            _WRITERS[format](module, inputs, artefact)
         manifest = {
             "format": format, "file": artefact.name, "sha256": _sha256(artefact),
             "architecture": arch.to_dict(), "space_config": dict(space.config),
-            "network": space.network_config(arch), "provenance": provenance,
+            "network": network, "provenance": provenance, **extra,
             "inputs": [{"name": "input", "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
                        for t in inputs],
             "metadata": dict(metadata or {}), "torch": _torch_version(),
@@ -180,6 +194,12 @@ def _torch_version() -> str:
     import torch
 
     return str(torch.__version__)
+
+
+def _spaces_exporting_hf() -> list[str]:
+    from ._registry import list_spaces, space_class
+
+    return [n for n in list_spaces() if getattr(space_class(n), "exports_hf", False)]
 
 
 def _spaces_with_weights() -> list[str]:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ParentSpec", "TrainedParent", "register_parent", "register_family", "get_parent", "list_parents", "load_parent",
-           "import_parent", "imported_parents", "parents_dir", "weights_digest", "UnknownParentError",
+           "import_parent", "import_source", "imported_parents", "parents_dir", "weights_digest", "UnknownParentError",
            "ParentNotTrainedError"]
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)
@@ -150,6 +150,18 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 def _manifest_path(name: str) -> Path:
     return parents_dir() / "imported" / f"{name}.json"
+
+
+def import_source(name: str) -> str | None:
+    """Where an imported parent was imported from (the path given to :func:`import_parent`,
+    or the model object's type name); ``None`` for a built-in or unknown parent."""
+    path = _manifest_path(name)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("source")
+    except (OSError, ValueError):
+        return None
 
 
 def imported_parents(space: str | None = None) -> list[str]:

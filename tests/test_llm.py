@@ -216,6 +216,53 @@ def test_gqa_importance_and_reformation(tmp_path):
     assert (reformed - want).pow(2).mean() < 0.9 * (plain - want).pow(2).mean()
 
 
+def _shared_pairs_arch(space, pairs, channels):
+    """Every head of every layer keeps ``pairs``; every layer keeps ``channels``: a stock-exportable subnet."""
+    hx = lambda idx: format(sum(1 << i for i in idx), "x")  # noqa: E731
+    depth = len(space.parent_config.layers)
+    return space.from_params({"depth": depth, **{f"l{n}.attn": len(pairs) for n in range(depth)},
+                              **{f"l{n}.mlp": len(channels) for n in range(depth)},
+                              "masks": {**{f"l{n}.attn": [hx(pairs)] * space.parent_config.n_kv for n in range(depth)},
+                                        **{f"l{n}.mlp": hx(channels) for n in range(depth)}}})
+
+
+@pytest.mark.parametrize("name", ["llama-gqa-llama3-rope", "qwen3-qk-norm", "qwen2-bias", "mistral-window",
+                                  "llama-mqa-head-dim-bias", "llama-tied"])
+def test_hf_export_loads_in_transformers_with_the_same_logits(tmp_path, name):
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    family, kw = FAMILIES[name]
+    ref = _tiny_hf(family, **kw)
+    ref.save_pretrained(tmp_path / name)
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="[UNK]"))
+    tok.save(str(tmp_path / name / "tokenizer.json"))  # the parent's own tokenizer travels with the export
+    spaces.import_parent("llm-subnet", f"hf-{name}", tmp_path / name, format="hf", overwrite=True)
+    space = spaces.get_space("llm-subnet", parent=f"hf-{name}", reform=False, window=32)
+    half = space.parent_config.head_dim // 2
+    for pairs in (tuple(range(1, half, 2)), tuple(range(half))):  # pruned heads (longrope) and whole heads
+        arch = _shared_pairs_arch(space, pairs, tuple(range(0, 96, 2)))
+        out = spaces.export_architecture(space, arch, tmp_path / "export", format="hf", force=True)
+        assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= {
+            p.name for p in out.iterdir()}
+        hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()  # no code of ours
+        assert type(hf).__name__ == type(ref).__name__
+        ids = torch.randint(0, 300, (2, 40))
+        with torch.no_grad():
+            theirs, loaded, subnet = hf(ids).logits, spaces.load_architecture(out)(ids), space.materialize(arch)(ids)
+        torch.testing.assert_close(theirs, loaded, atol=1e-5, rtol=0)
+        torch.testing.assert_close(theirs, subnet, atol=1e-5, rtol=0)
+        assert sum(p.numel() for p in hf.parameters()) == space.evaluate(arch, ["params"])["params"]
+    # per-head importance masks differ between heads: a stock config cannot hold them, said by name
+    from spaces import ExportError
+
+    with pytest.raises(ExportError, match="keeps rotary pairs .* a stock Hugging Face rotary embedding is the same"):
+        spaces.export_architecture(space, space.uniform(0.6), tmp_path / "refused", format="hf")
+    assert not (tmp_path / "refused").exists()
+    vit = spaces.get_space("vit-elastic", parent="vit-tiny")
+    with pytest.raises(ExportError, match="hf: vit-elastic networks are not Hugging Face models; .*llm-subnet"):
+        spaces.export_architecture(vit, vit.largest(), tmp_path / "vit", format="hf")
+
+
 def test_hf_import_bad_input(tmp_path):
     with pytest.raises(CheckpointError, match="is not a directory"):
         spaces.import_parent("llm-subnet", "x", tmp_path / "missing", format="hf")

@@ -52,6 +52,7 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
     parents = ("llm-small", "llm-tiny")
     importers = {"hf": "spaces.llm.hf:convert"}
     static_metrics = ("params", "kept_ratio", "mmacs")
+    exports_hf = True  # export format "hf": a directory transformers loads (spaces.llm.hf_export)
 
     @classmethod
     def extra_options(cls) -> dict[str, ConfigOption]:
@@ -362,6 +363,19 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
                     net.model.layers[n].self_attn.o_proj.weight.copy_(w_o)
                     net.model.layers[n].mlp.down_proj.weight.copy_(w_d)
         return net.eval()
+
+    def write_hf(self, module: Any, out: Any) -> dict[str, Any]:
+        """Write the dense subnet ``module`` into the directory ``out`` as a Hugging Face
+        checkpoint of the parent's family, with the parent's tokenizer files when it was
+        imported from a directory that has them; returns ``{"network": ..., "tokenizer_files": [...]}``."""
+        from pathlib import Path
+
+        from .._parents import import_source
+        from .hf_export import hf_directory
+
+        source = import_source(self.config["parent"])
+        return hf_directory(module, Path(out), tokenizer_dir=Path(source) if source else None,
+                            max_seq_len=self.config["window"])
 
     def profiling_module(self, arch: Architecture):
         """The dense subnet for timing: reformation changes values, not shapes or time."""

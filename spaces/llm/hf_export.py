@@ -1,0 +1,141 @@
+"""A found ``llm-subnet`` architecture as a Hugging Face directory: ``config.json`` of the
+parent's family (``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``,
+``Qwen3ForCausalLM``), ``model.safetensors``, ``generation_config.json`` and the parent's
+tokenizer files, which ``AutoModelForCausalLM.from_pretrained(dir)`` loads without this
+package.
+
+A stock config has one width per model: every kept layer must have the same MLP width and
+every head of every layer the same kept rotary pairs. Two facts of the subnet need
+translating, both exactly:
+
+* its attention scores keep the parent's ``1 / sqrt(head_dim)``; a stock layer uses its own
+  (smaller) head_dim, so the queries are scaled by ``sqrt(kept / parent)`` (the q_proj rows,
+  or Qwen3's q_norm weight, which comes after the projection);
+* its heads rotate their kept pairs at the parent's frequencies; a stock rotary embedding
+  computes frequencies from the head_dim, so a pruned head is written as ``longrope`` with
+  per-frequency factors that give back the parent's (``factor`` 1: no attention rescaling
+  beyond the parent's own). A head that keeps every pair keeps the parent's rope as it is.
+
+Layers that differ (per-layer widths, as DeciLM and Nemotron-NAS checkpoints have) need a
+modeling file of their own; :func:`hf_directory` refuses them, naming the first difference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._errors import ExportError
+from .hf import ARCHITECTURES
+from .model import Llama, LlamaConfig, rope_frequencies
+
+__all__ = ["hf_config", "hf_directory", "TOKENIZER_FILES"]
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
+
+
+def _uniform(cfg: LlamaConfig) -> tuple[int, tuple[int, ...]]:
+    """``(ffn, kept pairs)`` shared by every layer and head, or an :class:`ExportError` naming
+    the first layer or head that differs."""
+    first = cfg.layers[0]
+    pairs = first.pairs[0]
+    for n, la in enumerate(cfg.layers):
+        if la.ffn != first.ffn:
+            raise ExportError("format", f"hf: layer {n} keeps {la.ffn} MLP channels, layer 0 keeps {first.ffn}; a "
+                              "stock Hugging Face config has one width for every layer (export as safetensors, or "
+                              "search with uniform layers)")
+        for h, p in enumerate(la.pairs):
+            if p != pairs:
+                raise ExportError("format", f"hf: layer {n} head {h} keeps rotary pairs {list(p)}, layer 0 head 0 "
+                                  f"keeps {list(pairs)}; a stock Hugging Face rotary embedding is the same for "
+                                  "every head (export as safetensors, or search with uniform layers)")
+    return first.ffn, pairs
+
+
+def hf_config(sub: LlamaConfig, max_seq_len: int) -> tuple[dict[str, Any], LlamaConfig, float]:
+    """``(config.json, the same network as a dense LlamaConfig, query scale)`` of a dense subnet config."""
+    ffn, pairs = _uniform(sub)
+    kept = 2 * len(pairs)
+    family = sub.family
+    c: dict[str, Any] = {
+        "architectures": [ARCHITECTURES[family]], "model_type": family, "vocab_size": sub.vocab,
+        "hidden_size": sub.dim, "intermediate_size": ffn, "num_hidden_layers": len(sub.layers),
+        "num_attention_heads": sub.heads, "num_key_value_heads": sub.n_kv, "head_dim": kept,
+        "hidden_act": "silu", "rms_norm_eps": sub.eps, "tie_word_embeddings": sub.tie_embeddings,
+        "max_position_embeddings": sub.max_positions, "torch_dtype": "float32", "use_cache": True,
+    }
+    if family == "llama":
+        if sub.qkv_bias != sub.o_bias:
+            raise ExportError("format", "hf: Llama's attention_bias sets q, k, v and o biases together")
+        c.update(attention_bias=sub.qkv_bias, mlp_bias=sub.mlp_bias)
+    elif family == "mistral":
+        c["sliding_window"] = sub.sliding_window
+    elif family == "qwen3":
+        c["attention_bias"] = sub.qkv_bias
+    if family != "llama" and sub.mlp_bias:
+        raise ExportError("format", f"hf: {family} has no MLP biases")
+    if family in ("qwen2", "qwen3"):
+        c["use_sliding_window"] = False
+    if kept == sub.head_dim:  # every pair kept: the parent's rotary embedding as it is
+        rope = dict(sub.rope_parameters or {"rope_type": "default"})
+        rope["rope_theta"] = sub.rope_theta
+    else:
+        # longrope's inv_freq[j] = 1 / (factor_j * theta ** (2j / kept)): factors that give back the
+        # parent's frequency of pair pairs[j]; long ones for contexts past max_position_embeddings
+        def factors(seq_len: int) -> list[float]:
+            inv, _ = rope_frequencies(sub, seq_len)
+            return [float(1.0 / (inv[i].double() * sub.rope_theta ** (2 * j / kept))) for j, i in enumerate(pairs)]
+
+        _, scale = rope_frequencies(sub, 1)
+        rope = {"rope_type": "longrope", "rope_theta": sub.rope_theta, "factor": 1.0, "attention_factor": scale,
+                "original_max_position_embeddings": sub.max_positions, "short_factor": factors(1),
+                "long_factor": factors(max(max_seq_len, sub.max_positions) + 1)}
+        c["original_max_position_embeddings"] = sub.max_positions  # where transformers 4 reads it
+    c["rope_parameters"] = rope
+    # transformers 4 reads rope_theta + rope_scaling; 5 reads rope_parameters (and accepts both)
+    c["rope_theta"] = sub.rope_theta
+    c["rope_scaling"] = None if rope.get("rope_type") == "default" else {k: v for k, v in rope.items() if k != "rope_theta"}
+    from .hf import config_from_hf
+
+    dense = config_from_hf(c)
+    return c, dense, math.sqrt(kept / sub.head_dim)
+
+
+@torch.no_grad()
+def hf_state_dict(net: Llama, dense: LlamaConfig, q_scale: float) -> dict[str, torch.Tensor]:
+    """The subnet's weights in the stock layout: its rows are already in each head's
+    rotate_half order; only the queries are rescaled."""
+    sd = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    for n in range(len(dense.layers)):
+        pre = f"model.layers.{n}.self_attn."
+        if dense.qk_norm:  # the norm comes after q_proj: its weight carries the scale
+            sd[pre + "q_norm.weight"] *= q_scale
+        else:
+            sd[pre + "q_proj.weight"] *= q_scale
+            if pre + "q_proj.bias" in sd:
+                sd[pre + "q_proj.bias"] *= q_scale
+    return sd
+
+
+def hf_directory(net: Llama, out: Path, *, tokenizer_dir: Path | None, max_seq_len: int) -> dict[str, Any]:
+    """Write ``net`` (a dense subnet) into ``out`` as a Hugging Face checkpoint; returns the
+    network config of the written model (what ``load_architecture`` rebuilds)."""
+    from safetensors.torch import save_file
+
+    config, dense, q_scale = hf_config(net.config, max_seq_len)
+    save_file(hf_state_dict(net, dense, q_scale), str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    (out / "generation_config.json").write_text(json.dumps({"_from_model_config": True, "do_sample": False}, indent=2))
+    copied = []
+    if tokenizer_dir is not None and tokenizer_dir.is_dir():
+        for name in TOKENIZER_FILES:
+            if (tokenizer_dir / name).is_file():
+                shutil.copyfile(tokenizer_dir / name, out / name)
+                copied.append(name)
+    return {"network": dense.to_dict(), "tokenizer_files": copied}
