@@ -263,6 +263,50 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(tmp_path, name):
         spaces.export_architecture(vit, vit.largest(), tmp_path / "vit", format="hf")
 
 
+@pytest.mark.slow
+def test_a_uniform_layers_search_exports_a_stock_checkpoint_from_the_cli(tmp_path):
+    """The user's path: a save_pretrained directory, a job that asks for uniform layers (what
+    vLLM and llama.cpp need), `nas export --format hf`, transformers loads the result."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from nas import run_job
+    from nas.storage import Store
+
+    transformers = pytest.importorskip("transformers")
+    ref = _tiny_hf("Llama", num_key_value_heads=2, num_hidden_layers=3)
+    ref.save_pretrained(tmp_path / "smol")
+    spaces.import_parent("llm-subnet", "hf-smol", tmp_path / "smol", format="hf", overwrite=True)
+    db = f"sqlite:///{tmp_path / 'nas.db'}"
+    spec = {"space": {"name": "llm-subnet", "parent": "hf-smol", "window": 32, "uniform_layers": True},
+            "objectives": [{"name": "ppl", "direction": "minimize"}],
+            "constraints": [{"name": "kept_ratio", "min": 0.5, "max": 0.7}],
+            "strategy": {"name": "evolution", "population": 6, "top_k": 2, "mutants": 3, "crossovers": 2},
+            "budget": {"evaluations": 10}, "seed": 0, "execution": {"backend": "inline"}}
+    result = run_job(spec, store=Store(db))
+    space = spaces.get_space("llm-subnet", parent="hf-smol", window=32, uniform_layers=True)
+    for trial in result.trials:  # every candidate is uniform: one width per model, one set of pairs
+        p = spaces.Architecture.from_dict(trial.arch).params_dict()
+        assert len({p[f"l{n}.mlp"] for n in range(p["depth"])}) == 1
+        assert len({h for n in range(p["depth"]) for h in p["masks"][f"l{n}.attn"]}) == 1
+    best = min(result.trials, key=lambda t: t.values["ppl"])
+    out = tmp_path / "export"
+    p = subprocess.run([sys.executable, "-m", "nas.cli", "export", result.job_id, best.arch_id, "--format", "hf",
+                        "--out", str(out)], env={**os.environ, "NAS_DATABASE_URL": db},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "AutoModelForCausalLM.from_pretrained" in p.stdout
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == 2
+    ids = torch.randint(0, 300, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, spaces.load_architecture(out)(ids), atol=1e-5, rtol=0)
+    with pytest.raises(InvalidArchitectureError, match="layers differ; this space has uniform_layers"):
+        space.validate(spaces.get_space("llm-subnet", parent="hf-smol", window=32).uniform(0.6))
+
+
 def test_hf_import_bad_input(tmp_path):
     with pytest.raises(CheckpointError, match="is not a directory"):
         spaces.import_parent("llm-subnet", "x", tmp_path / "missing", format="hf")

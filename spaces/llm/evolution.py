@@ -75,9 +75,10 @@ class MaskEvolution:
         counts = {k: v for k, v in p.items() if k != "masks"}
         attn, mlp = [list(x) for x in m.attn], list(m.mlp)
         sc = self.scores("importance")
-        keys = [k for k in counts if k != "depth"]
+        # uniform layers: layer 0's counts are every layer's, so only they move
+        keys = [k for k in counts if k != "depth" and (k.startswith("l0.") or not self.config["uniform_layers"])]
         for _ in range(4 * len(keys) * 20):
-            r = self.kept_ratio(self._counts_config(counts))
+            r = self.kept_ratio(self._counts_config(self._layer_counts(counts)))
             if (lo is None or r >= lo) and (hi is None or r <= hi):
                 from .model import Masks
 

@@ -63,6 +63,9 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
             "test_windows": ConfigOption("test_windows", 32, (), "held-out windows for ppl_test and ppl_reformed"),
             "window": ConfigOption("window", 256, (), "tokens per window; also the prefill length of latency_ms and mmacs"),
             "reform": ConfigOption("reform", True, (True, False), "materialize reforms the O and down projections"),
+            "uniform_layers": ConfigOption("uniform_layers", False, (True, False),
+                                           "every kept layer with the same widths and every head with the same rotary "
+                                           "pairs: subnets a stock Hugging Face config holds (vLLM, llama.cpp)"),
         }
 
     def __init__(self, **config: Any) -> None:
@@ -74,6 +77,11 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
             v = c[key]
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "min_depth" else 1):
                 raise InvalidConfigError(f"space.{key}", v, "an integer >= " + ("0" if key == "min_depth" else "1"))
+        if not isinstance(c["uniform_layers"], bool):
+            raise InvalidConfigError("space.uniform_layers", c["uniform_layers"], "true or false")
+        if c["uniform_layers"] and len({la.ffn for la in p.layers}) > 1:
+            raise InvalidConfigError("space.uniform_layers", True, "false: the parent's layers have different MLP "
+                                     f"widths ({sorted({la.ffn for la in p.layers})})")
         if c["min_depth"] > len(p.layers):
             raise InvalidConfigError("space.min_depth", c["min_depth"], f"0..{len(p.layers)} (the parent's layers)")
         for split, key in (("calibration", "calib_windows"), ("calibration", "fit_windows"), ("test", "test_windows")):
@@ -110,7 +118,7 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         the importance-best for the counts."""
         depth = suggest.suggest_categorical("depth", self._choices["depth"])
         counts = {"depth": depth}
-        for n in range(depth):
+        for n in range(1 if self.config["uniform_layers"] else depth):  # uniform: layer 0's counts for all
             for kind in ("attn", "mlp"):
                 k = f"l{n}.{kind}"
                 counts[k] = suggest.suggest_categorical(k, self._choices[k])
@@ -129,6 +137,8 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         for n in range(depth):
             for kind in ("attn", "mlp"):
                 k, values = f"l{n}.{kind}", self._choices[f"l{n}.{kind}"]
+                if k not in params and n and self.config["uniform_layers"] and f"l0.{kind}" in params:
+                    params[k] = params[f"l0.{kind}"]  # uniform layers: layer 0's counts are every layer's
                 if k not in params:
                     raise InvalidArchitectureError(f"{self.name}: missing key {k!r}; valid values: {list(values)}")
                 if isinstance(params[k], bool) or params[k] not in values:
@@ -145,6 +155,45 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         else:
             m = parse_masks(self.parent_config, masks, counts)
         return self._arch({**counts, "masks": masks_json(m)})
+
+    def validate(self, arch: Architecture) -> None:
+        super().validate(arch)
+        if self.config["uniform_layers"] and self.from_params(arch.params) != arch:
+            raise InvalidArchitectureError(f"{self.name}: the architecture's layers differ; this space has "
+                                           "uniform_layers: every layer keeps layer 0's counts and head 0's pairs")
+
+    def _arch(self, params: Mapping[str, Any]) -> Architecture:
+        return super()._arch(self._uniform_params(params) if self.config["uniform_layers"] else params)
+
+    def _uniform_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` with every kept layer at layer 0's counts, every head of every layer
+        keeping layer 0 head 0's rotary pairs, and each layer's MLP mask resized to layer 0's
+        count by importance (which channels may differ between layers: only widths are shared)."""
+        from .evolution import _resize
+        from .masks import hex_mask, unhex
+
+        p = dict(params)
+        depth, p0 = p["depth"], self.parent_config
+        masks = dict(p.get("masks") or {})
+        shared = masks.get("l0.attn", [None])[0]
+        for n in range(depth):
+            p[f"l{n}.attn"], p[f"l{n}.mlp"] = p["l0.attn"], p["l0.mlp"]
+            if shared is None:
+                continue
+            masks[f"l{n}.attn"] = [shared] * p0.n_kv
+            kept = unhex(masks[f"l{n}.mlp"], p0.layers[n].ffn, f"l{n}.mlp")
+            if len(kept) != p["l0.mlp"]:
+                kept = _resize(kept, p["l0.mlp"], self.scores("importance").mlp[n])
+            masks[f"l{n}.mlp"] = hex_mask(kept)
+        if shared is not None:
+            p["masks"] = masks
+        return p
+
+    def _layer_counts(self, counts: Mapping[str, int]) -> dict[str, int]:
+        """The counts an architecture ends up with (uniform layers: layer 0's everywhere)."""
+        if not self.config["uniform_layers"]:
+            return dict(counts)
+        return {k: (counts[f"l0.{k.split('.')[1]}"] if k != "depth" else v) for k, v in counts.items()}
 
     def masks(self, arch: Architecture) -> Masks:
         self.validate(arch)
@@ -183,7 +232,13 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
                     mlp.append((m.gate_proj.weight.pow(2).sum(1) + m.up_proj.weight.pow(2).sum(1)
                                 + m.down_proj.weight.pow(2).sum(0)).detach())
                 self._cache.data[key] = Importance(tuple(attn), tuple(mlp))
-            if self.parent_config.qk_norm:
+            if self.config["uniform_layers"]:
+                # one rotary embedding for the whole stock model: a pair scores its sum over every
+                # head of every layer, so the importance-best masks are the same everywhere
+                s = self._cache.data[key]
+                total = sum(a.sum(0) for a in s.attn)
+                self._cache.data[key] = Importance(tuple(total.expand_as(a).clone() for a in s.attn), s.mlp)
+            elif self.parent_config.qk_norm:
                 # Qwen3's q/k norms have one weight per head channel, shared by every head: a dense
                 # subnet can only keep the same pairs in all heads, so a pair scores its sum over them
                 s = self._cache.data[key]
