@@ -3,6 +3,7 @@ Hugging Face importer and bad input (on ``llm-tiny``, trained in seconds)."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -147,6 +148,21 @@ def _tiny_hf(family: str = "Llama", **kw):
     return model
 
 
+def bpe_tokenizer(path, vocab: int = 300):
+    """A byte-level BPE trained by ``tokenizers`` on a little of the standard library, saved as ``path``."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from spaces.llm.data import split_files
+
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab, show_progress=False,
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator((f.read_text(errors="replace") for f in split_files()["train"][:40]), trainer)
+    tok.save(str(path))
+    return tok
+
+
 _LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
            "original_max_position_embeddings": 16}
 FAMILIES = {  # name: (family, config): every one built by transformers, saved with save_pretrained
@@ -230,12 +246,11 @@ def _shared_pairs_arch(space, pairs, channels):
                                   "llama-mqa-head-dim-bias", "llama-tied"])
 def test_hf_export_loads_in_transformers_with_the_same_logits(tmp_path, name):
     transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("tokenizers")
     family, kw = FAMILIES[name]
     ref = _tiny_hf(family, **kw)
     ref.save_pretrained(tmp_path / name)
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="[UNK]"))
-    tok.save(str(tmp_path / name / "tokenizer.json"))  # the parent's own tokenizer travels with the export
+    bpe_tokenizer(tmp_path / name / "tokenizer.json")  # the parent's own tokenizer travels with the export
     spaces.import_parent("llm-subnet", f"hf-{name}", tmp_path / name, format="hf", overwrite=True)
     space = spaces.get_space("llm-subnet", parent=f"hf-{name}", reform=False, window=32)
     half = space.parent_config.head_dim // 2
@@ -305,6 +320,74 @@ def test_a_uniform_layers_search_exports_a_stock_checkpoint_from_the_cli(tmp_pat
         torch.testing.assert_close(hf(ids).logits, spaces.load_architecture(out)(ids), atol=1e-5, rtol=0)
     with pytest.raises(InvalidArchitectureError, match="layers differ; this space has uniform_layers"):
         space.validate(spaces.get_space("llm-subnet", parent="hf-smol", window=32).uniform(0.6))
+
+
+def test_the_parents_tokenizer_and_the_users_text(tmp_path):
+    """A BPE parent is scored on the user's text, tokenized by its own tokenizer: per token and per byte."""
+    import json
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    ref = _tiny_hf("Llama", num_key_value_heads=2)
+    ref.save_pretrained(tmp_path / "bpe")
+    tok = bpe_tokenizer(tmp_path / "bpe" / "tokenizer.json")
+    spaces.import_parent("llm-subnet", "hf-bpe", tmp_path / "bpe", format="hf", overwrite=True)
+    from spaces.llm.data import split_files
+
+    docs = [f.read_text(errors="replace") for f in split_files()["test"][:30]]
+    (tmp_path / "calib.txt").write_text("\n".join(docs[:10]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps({"body": d, "id": i}) + "\n" for i, d in enumerate(docs[10:20])))
+    pq.write_table(pa.table({"body": docs[20:30]}), tmp_path / "fit.parquet")
+    data = {"calibration_data": str(tmp_path / "calib.txt"), "test_data": str(tmp_path / "test.jsonl"),
+            "fit_data": str(tmp_path / "fit.parquet"), "text_field": "body"}
+    space = spaces.get_space("llm-subnet", parent="hf-bpe", window=32, calib_windows=4, fit_windows=4,
+                             test_windows=4, **data)
+    assert space.corpus.tokenizer.name.endswith("tokenizer.json")  # found beside the imported weights
+    ids, nbytes = space.corpus.tokens("test")
+    first = tok.encode(docs[10]).ids
+    assert ids[:len(first)].tolist() == first  # the parent's own tokens, not bytes
+    assert abs(float(nbytes.sum()) - sum(len(d.encode()) for d in docs[10:20])) < 1e-3 * nbytes.sum()
+    m = space.evaluate(space.largest(), ["ppl", "ppl_test", "ppl_test_per_byte"])
+    wins, wbytes = space.corpus.windows("test", 4, 32)
+    with torch.no_grad():
+        logits = ref(wins[:, :-1]).logits
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, 300), wins[:, 1:].reshape(-1), reduction="sum").item()
+    assert m["ppl_test"] == pytest.approx(math.exp(nll / wins[:, 1:].numel()), rel=1e-4)  # what transformers says
+    assert m["ppl_test_per_byte"] == pytest.approx(math.exp(nll / float(wbytes.sum())), rel=1e-6)
+    assert m["ppl_test_per_byte"] < m["ppl_test"]  # a token spans more than a byte
+    # bad input: one clear error naming the field
+    bad = {
+        "test_data": ({**data, "test_data": str(tmp_path / "missing.txt")}, "space.test_data: got .*missing.txt"),
+        "field": ({**data, "text_field": "text", "fit_data": None}, r"space.test_data: got .*test.jsonl:1.*a text field 'text'.*\['body', 'id'\]"),
+        "parquet": ({**data, "test_data": str(tmp_path / "calib.txt"), "text_field": "nope", "fit_data": str(tmp_path / "fit.parquet")},
+                    "space.fit_data: got .*fit.parquet.*a column 'nope'"),
+        "short": ({**data, "test_windows": 10_000}, r"space.test_windows: got 10000; valid: at most \d+ windows of 33 tokens"),
+        "no test": ({k: v for k, v in data.items() if k != "test_data"}, "space.test_data: got None; valid: a held-out"),
+        "vocab": ({**data, "tokenizer": str(_big_tokenizer(tmp_path))}, "space.tokenizer: .* at most 300 tokens"),
+        "empty": ({**data, "test_data": str((tmp_path / "empty").mkdir() or tmp_path / "empty")}, "holds none"),
+    }
+    for name, (config, message) in bad.items():
+        with pytest.raises(InvalidConfigError, match=message):
+            spaces.get_space("llm-subnet", parent="hf-bpe", window=32, calib_windows=4, fit_windows=4,
+                             test_windows=config.pop("test_windows", 4), **config)
+    # the byte-level default is unchanged: the built-in corpus in bytes
+    tiny = spaces.get_space("llm-subnet", parent="llm-tiny")
+    assert tiny.corpus.tokenizer.name == "bytes"
+    with pytest.raises(InvalidConfigError, match="space.tokenizer: got 'bytes'; valid: a tokenizer of at most 200"):
+        _byte_space_of_small_vocab(tmp_path)  # a byte-level tokenizer needs 256 ids
+
+
+def _big_tokenizer(tmp_path):
+    bpe_tokenizer(tmp_path / "big.json", vocab=400)
+    return tmp_path / "big.json"
+
+
+def _byte_space_of_small_vocab(tmp_path):
+    ref = _tiny_hf("Llama", vocab_size=200)
+    ref.save_pretrained(tmp_path / "small-vocab")
+    spaces.import_parent("llm-subnet", "hf-small-vocab", tmp_path / "small-vocab", format="hf", overwrite=True)
+    return spaces.get_space("llm-subnet", parent="hf-small-vocab", tokenizer="bytes")
 
 
 def test_hf_import_bad_input(tmp_path):

@@ -11,6 +11,8 @@ linear, dynamic, yarn, longrope, llama3, ...) are supported. The directory is re
 hand over a model object and to compute a scaled rotary embedding's frequencies. Options
 :class:`~spaces.llm.model.Llama` has no layer for are refused by name with the supported
 value. Weights are held in float32 (fp16 and bf16 checkpoints are converted on import).
+A job scores the parent with its own tokenizer (the ``tokenizer.json`` beside the weights)
+on the job's text (:mod:`spaces.llm.corpus`).
 """
 
 from __future__ import annotations
@@ -92,9 +94,6 @@ def config_from_hf(c: dict[str, Any]) -> LlamaConfig:
     if layer_types and set(layer_types) != {"full_attention"}:
         raise _fail(f"layer_types has {sorted(set(layer_types) - {'full_attention'})}; llm-subnet imports "
                     "full attention in every layer")
-    if vocab < 256:  # until a job can name the model's tokenizer, parents are scored on byte windows
-        raise _fail(f"vocab_size is {vocab}; llm-subnet scores parents on byte windows and needs a vocabulary "
-                    "of at least 256 whose first 256 tokens are bytes")
     window = c.get("sliding_window") if family == "mistral" else None
     theta, rope = _rope(c)
     return LlamaConfig.dense(

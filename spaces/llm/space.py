@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,6 +64,15 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
             "test_windows": ConfigOption("test_windows", 32, (), "held-out windows for ppl_test and ppl_reformed"),
             "window": ConfigOption("window", 256, (), "tokens per window; also the prefill length of latency_ms and mmacs"),
             "reform": ConfigOption("reform", True, (True, False), "materialize reforms the O and down projections"),
+            "tokenizer": ConfigOption("tokenizer", "auto", (), "the parent's tokenizer: auto (the tokenizer files of "
+                                      "the folder it was imported from, else bytes), bytes, or a tokenizer.json / folder"),
+            "calibration_data": ConfigOption("calibration_data", None, (), "text for importance and reformation: a text, "
+                                             ".jsonl or .parquet file or a folder of them (default: the built-in corpus)"),
+            "fit_data": ConfigOption("fit_data", None, (), "text the search fitness ppl is measured on (default: "
+                                     "calibration_data)"),
+            "test_data": ConfigOption("test_data", None, (), "held-out text for ppl_test and ppl_reformed (needed with "
+                                      "calibration_data)"),
+            "text_field": ConfigOption("text_field", "text", (), "the text field of .jsonl objects and column of .parquet"),
             "uniform_layers": ConfigOption("uniform_layers", False, (True, False),
                                            "every kept layer with the same widths and every head with the same rotary "
                                            "pairs: subnets a stock Hugging Face config holds (vLLM, llama.cpp)"),
@@ -70,8 +80,6 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        from .data import split_tokens
-
         c, p = self.config, self.parent_config
         for key in ("min_depth", "calib_windows", "fit_windows", "test_windows", "window"):
             v = c[key]
@@ -84,11 +92,40 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
                                      f"widths ({sorted({la.ffn for la in p.layers})})")
         if c["min_depth"] > len(p.layers):
             raise InvalidConfigError("space.min_depth", c["min_depth"], f"0..{len(p.layers)} (the parent's layers)")
-        for split, key in (("calibration", "calib_windows"), ("calibration", "fit_windows"), ("test", "test_windows")):
-            room = len(split_tokens(split)) // (c["window"] + 1)  # windows that do not overlap
+        self.corpus = self._corpus()
+        for split, key in (("calibration", "calib_windows"), ("fit", "fit_windows"), ("test", "test_windows")):
+            n_tokens = len(self.corpus.tokens(split)[0])
+            room = n_tokens // (c["window"] + 1)  # windows that do not overlap
             if room < c[key]:  # the text is too short for the windows asked for
                 raise InvalidConfigError(f"space.{key}", c[key], f"at most {room} windows of {c['window'] + 1} "
-                                         f"tokens (the {split} split has {len(split_tokens(split))} tokens)")
+                                         f"tokens ({self.corpus.describe(split)} has {n_tokens} tokens)")
+
+    def _corpus(self):
+        """The job's text and the parent's tokenizer, checked against the parent's vocabulary."""
+        from .._parents import import_source
+        from .corpus import SPLIT_KEYS, Corpus, load_tokenizer
+
+        c, p = self.config, self.parent_config
+        for key in (*SPLIT_KEYS.values(), "tokenizer", "text_field"):
+            if c[key] is not None and not isinstance(c[key], str):
+                raise InvalidConfigError(f"space.{key}", c[key], "a path (a string)" if key.endswith("_data")
+                                         else "a string")
+        if c["calibration_data"] is not None and c["test_data"] is None:
+            raise InvalidConfigError("space.test_data", None, "a held-out text file or folder (with calibration_data, "
+                                     "the built-in corpus is not the same text)")
+        tok = c["tokenizer"]
+        if tok == "auto":
+            source = import_source(c["parent"])
+            has = source is not None and any((Path(source) / f).is_file()
+                                             for f in ("tokenizer.json", "tokenizer_config.json"))
+            tok = source if has else "bytes"
+        tokenizer = load_tokenizer(tok)
+        if tokenizer.vocab_size > p.vocab:
+            raise InvalidConfigError("space.tokenizer", c["tokenizer"], f"a tokenizer of at most {p.vocab} tokens (the "
+                                     f"parent's vocabulary); {tokenizer.name} has {tokenizer.vocab_size}")
+        sources = {"calibration": c["calibration_data"], "fit": c["fit_data"] or c["calibration_data"],
+                   "test": c["test_data"]}
+        return Corpus(tokenizer, sources, c["text_field"])
 
     # -- choices -----------------------------------------------------------------------
     @property
@@ -258,15 +295,19 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         w = self.config["window"]
         return {
             "ppl": MetricInfo("ppl", "", "minimize", (),
-                              f"byte perplexity of the masked parent on {self.config['fit_windows']} fixed calibration "
+                              f"perplexity (per token of the parent's tokenizer) of the masked parent on {self.config['fit_windows']} fixed "
                               f"windows of {w} tokens (the search fitness)"),
             "ppl_fit_reformed": MetricInfo("ppl_fit_reformed", "", "minimize", (),
                                            "ppl on the same calibration windows after reformation (a reformation-"
                                            "aware fitness: slices and reforms each candidate, about 0.3 s more)"),
             "ppl_test": MetricInfo("ppl_test", "", "minimize", (),
-                                   f"byte perplexity on {self.config['test_windows']} held-out windows, before reformation"),
+                                   f"perplexity on {self.config['test_windows']} held-out windows, before reformation"),
             "ppl_reformed": MetricInfo("ppl_reformed", "", "minimize", (),
-                                       "byte perplexity on the held-out windows after reformation of O and down"),
+                                       "perplexity on the held-out windows after reformation of O and down"),
+            "ppl_test_per_byte": MetricInfo("ppl_test_per_byte", "", "minimize", (),
+                                            "ppl_test per byte of the text (compares tokenizers; = ppl_test in bytes)"),
+            "ppl_reformed_per_byte": MetricInfo("ppl_reformed_per_byte", "", "minimize", (),
+                                                "ppl_reformed per byte of the text"),
             "kept_ratio": MetricInfo("kept_ratio", "", "minimize", (), "parameters kept, over the parent's"),
             **self.size_metrics(),
         }
@@ -274,7 +315,7 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
     def final_metrics(self) -> tuple[str, ...]:
         # the paper reforms the searched subnet once, after the search: the job's result gets its
         # held-out perplexity before and after, without paying a reformation per candidate
-        return ("ppl_test", "ppl_reformed")
+        return ("ppl_test", "ppl_reformed", "ppl_test_per_byte", "ppl_reformed_per_byte")
 
     def size_metrics(self) -> dict[str, MetricInfo]:
         out = super().size_metrics()
@@ -363,29 +404,39 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
 
     # -- evaluation ----------------------------------------------------------------------------
     def calibration_ids(self):
-        from .data import windows
+        return self.corpus.windows("calibration", self.config["calib_windows"], self.config["window"], seed=1)[0]
 
-        return windows("calibration", self.config["calib_windows"], self.config["window"], seed=1)
+    def _windows(self, split: str):
+        key = {"fit": "fit_windows", "test": "test_windows"}[split]
+        return self.corpus.windows(split, self.config[key], self.config["window"])
 
     def measure(self, arch: Architecture, keys: Sequence[str]) -> dict[str, float]:
-        from .data import windows
-        from .train import perplexity
+        """Perplexities per token of the parent's tokenizer; ``*_per_byte`` ones over the bytes
+        of the same text (equal for a byte-level parent), from the same forward pass."""
+        from .train import negative_log_likelihood
 
-        c = self.config
         out: dict[str, float] = {}
         model = self.parent().module
         masks = self.masks(arch)
+
+        def score(name: str, net, split: str, m=None) -> None:
+            ids, nbytes = self._windows(split)
+            total, count = negative_log_likelihood(net, ids, m)
+            out[name] = math.exp(total / count)
+            if f"{name}_per_byte" in keys:
+                out[f"{name}_per_byte"] = math.exp(total / float(nbytes.sum()))
+
         if "ppl" in keys:
-            out["ppl"] = perplexity(model, windows("calibration", c["fit_windows"], c["window"]), masks)
-        if "ppl_test" in keys:
-            out["ppl_test"] = perplexity(model, windows("test", c["test_windows"], c["window"]), masks)
-        if "ppl_reformed" in keys or "ppl_fit_reformed" in keys:
+            score("ppl", model, "fit", masks)
+        if "ppl_test" in keys or "ppl_test_per_byte" in keys:
+            score("ppl_test", model, "test", masks)
+        if {"ppl_reformed", "ppl_reformed_per_byte", "ppl_fit_reformed"} & set(keys):
             net = self.materialize(arch, reform=True)
-            if "ppl_reformed" in keys:
-                out["ppl_reformed"] = perplexity(net, windows("test", c["test_windows"], c["window"]))
+            if "ppl_reformed" in keys or "ppl_reformed_per_byte" in keys:
+                score("ppl_reformed", net, "test")
             if "ppl_fit_reformed" in keys:
-                out["ppl_fit_reformed"] = perplexity(net, windows("calibration", c["fit_windows"], c["window"]))
-        return out
+                score("ppl_fit_reformed", net, "fit")
+        return {k: v for k, v in out.items() if k in keys}
 
     # -- the network ----------------------------------------------------------------------------
     @classmethod

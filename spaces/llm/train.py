@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .data import split_tokens, windows
 from .model import Llama
 
-__all__ = ["train_lm", "perplexity"]
+__all__ = ["train_lm", "perplexity", "negative_log_likelihood"]
 
 
 def train_lm(model: Llama, seed: int, progress: Callable[[int, int, str], None] | None, *, steps: int,
@@ -46,7 +46,15 @@ def train_lm(model: Llama, seed: int, progress: Callable[[int, int, str], None] 
 
 @torch.no_grad()
 def perplexity(model: Llama, wins: torch.Tensor, masks=None, batch: int = 8) -> float:
-    """Per-byte perplexity of ``model`` (or its subnet ``masks``) on ``(n, length + 1)`` windows."""
+    """Per-token perplexity of ``model`` (or its subnet ``masks``) on ``(n, length + 1)`` windows
+    (per byte for the byte-level parents)."""
+    total, count = negative_log_likelihood(model, wins, masks, batch)
+    return math.exp(total / count)
+
+
+@torch.no_grad()
+def negative_log_likelihood(model: Llama, wins: torch.Tensor, masks=None, batch: int = 8) -> tuple[float, int]:
+    """``(summed next-token NLL in nats, tokens predicted)`` on ``(n, length + 1)`` windows."""
     total, count = 0.0, 0
     for i in range(0, len(wins), batch):
         x = wins[i:i + batch]
@@ -54,4 +62,4 @@ def perplexity(model: Llama, wins: torch.Tensor, masks=None, batch: int = 8) -> 
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1),
                                  reduction="sum").item()
         count += x[:, 1:].numel()
-    return math.exp(total / count)
+    return total, count
