@@ -390,6 +390,27 @@ def _byte_space_of_small_vocab(tmp_path):
     return spaces.get_space("llm-subnet", parent="hf-small-vocab", tokenizer="bytes")
 
 
+def test_memory_mb_counts_the_weights_and_kv_cache_a_decode_really_holds(tmp_path):
+    ref = _tiny_hf("Llama", num_key_value_heads=2, num_hidden_layers=3)
+    ref.save_pretrained(tmp_path / "m")
+    spaces.import_parent("llm-subnet", "hf-mem", tmp_path / "m", format="hf", overwrite=True)
+    space = spaces.get_space("llm-subnet", parent="hf-mem", window=32, memory_context=48, memory_batch=3,
+                             memory_dtype="float32", reform=False)
+    for arch in (space.largest(), space.uniform(0.6)):
+        net = space.materialize(arch)
+        cache = [[] for _ in net.model.layers]
+        net.step(torch.randint(0, 300, (3, 40)), cache)  # prefill 40, then decode 8: 48 tokens cached
+        for _ in range(8):
+            net.step(torch.randint(0, 300, (3, 1)), cache)
+        storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in net.parameters()}
+        held = sum(storages.values()) + sum(t.untyped_storage().nbytes() for c in cache for t in c)
+        assert space.evaluate(arch, ["memory_mb"])["memory_mb"] == pytest.approx(held / 2**20, rel=1e-9)
+    lo, hi = space.static_range("memory_mb")  # a constraint on it is checked before anything runs
+    assert lo < space.evaluate(space.uniform(0.6), ["memory_mb"])["memory_mb"] < hi
+    with pytest.raises(InvalidConfigError, match="space.memory_dtype: got 'fp8'; valid: float32, float16"):
+        spaces.get_space("llm-subnet", parent="hf-mem", memory_dtype="fp8")
+
+
 def test_hf_import_bad_input(tmp_path):
     with pytest.raises(CheckpointError, match="is not a directory"):
         spaces.import_parent("llm-subnet", "x", tmp_path / "missing", format="hf")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["FAMILIES", "LayerConfig", "LlamaConfig", "Llama", "Masks", "AttnMask", "param_count", "macs_per_token",
-           "rope_frequencies", "attn_rows"]
+           "rope_frequencies", "attn_rows", "kv_cache_elements", "memory_bytes"]
 
 
 @dataclass(frozen=True)
@@ -431,6 +431,19 @@ def param_count(cfg: LlamaConfig) -> int:
         n += (q + 2 * kv) * cfg.qkv_bias + cfg.dim * cfg.o_bias + (2 * la.ffn + cfg.dim) * cfg.mlp_bias
         n += 2 * la.head_dim * cfg.qk_norm
     return n
+
+
+def kv_cache_elements(cfg: LlamaConfig, context: int, batch: int = 1) -> int:
+    """Elements of the KV cache after ``context`` tokens of ``batch`` sequences: a key and a
+    value per key/value head and kept channel, per layer (a sliding window caps the tokens)."""
+    tokens = min(context, cfg.sliding_window) if cfg.sliding_window else context
+    return sum(2 * batch * tokens * cfg.n_kv * la.head_dim for la in cfg.layers)
+
+
+def memory_bytes(cfg: LlamaConfig, context: int, batch: int = 1, dtype_bytes: int = 2) -> int:
+    """What inference holds: the weights and the KV cache, ``dtype_bytes`` each (LLM-Viewer's
+    count; activations of one step are small beside them and not counted)."""
+    return (param_count(cfg) + kv_cache_elements(cfg, context, batch)) * dtype_bytes
 
 
 def macs_per_token(cfg: LlamaConfig, context: int) -> int:

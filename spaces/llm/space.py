@@ -44,6 +44,7 @@ __all__ = ["LLMSubnetSpace"]
 
 _MLP_RATIOS = tuple(round(0.1 + 0.05 * i, 2) for i in range(19))  # the paper's grid: 0.10 .. 1.00 step 0.05
 _BASELINE_SCORES = ("importance", "magnitude")
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 
 @register_space
@@ -52,7 +53,7 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
     version = "1"
     parents = ("llm-small", "llm-tiny")
     importers = {"hf": "spaces.llm.hf:convert"}
-    static_metrics = ("params", "kept_ratio", "mmacs")
+    static_metrics = ("params", "kept_ratio", "mmacs", "memory_mb")
     exports_hf = True  # export format "hf": a directory transformers loads (spaces.llm.hf_export)
 
     @classmethod
@@ -73,6 +74,11 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
             "test_data": ConfigOption("test_data", None, (), "held-out text for ppl_test and ppl_reformed (needed with "
                                       "calibration_data)"),
             "text_field": ConfigOption("text_field", "text", (), "the text field of .jsonl objects and column of .parquet"),
+            "memory_context": ConfigOption("memory_context", 0, (), "tokens in the KV cache memory_mb counts "
+                                           "(0: the window)"),
+            "memory_batch": ConfigOption("memory_batch", 1, (), "sequences in the KV cache memory_mb counts"),
+            "memory_dtype": ConfigOption("memory_dtype", "float16", tuple(_DTYPE_BYTES),
+                                         "the dtype of the weights and KV cache memory_mb counts (the deployment's)"),
             "uniform_layers": ConfigOption("uniform_layers", False, (True, False),
                                            "every kept layer with the same widths and every head with the same rotary "
                                            "pairs: subnets a stock Hugging Face config holds (vLLM, llama.cpp)"),
@@ -90,6 +96,12 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         if c["uniform_layers"] and len({la.ffn for la in p.layers}) > 1:
             raise InvalidConfigError("space.uniform_layers", True, "false: the parent's layers have different MLP "
                                      f"widths ({sorted({la.ffn for la in p.layers})})")
+        for key in ("memory_context", "memory_batch"):
+            v = c[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "memory_context" else 1):
+                raise InvalidConfigError(f"space.{key}", v, "an integer >= " + ("0" if key == "memory_context" else "1"))
+        if c["memory_dtype"] not in _DTYPE_BYTES:
+            raise InvalidConfigError("space.memory_dtype", c["memory_dtype"], ", ".join(_DTYPE_BYTES))
         if c["min_depth"] > len(p.layers):
             raise InvalidConfigError("space.min_depth", c["min_depth"], f"0..{len(p.layers)} (the parent's layers)")
         self.corpus = self._corpus()
@@ -319,6 +331,10 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
 
     def size_metrics(self) -> dict[str, MetricInfo]:
         out = super().size_metrics()
+        c = self.config
+        out["memory_mb"] = MetricInfo("memory_mb", "MiB", "minimize", (),
+                                      f"weights plus KV cache of {c['memory_batch']} x {c['memory_context'] or c['window']} "
+                                      f"tokens in {c['memory_dtype']}, MiB (analytic, as LLM-Viewer counts)")
         out["mmacs"] = MetricInfo("mmacs", "M", "minimize", (),
                                   f"multiply-accumulates per token at {self.config['window']} tokens of context, millions")
         return out
@@ -334,6 +350,12 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         """A metric of ``static_metrics`` of a dense config."""
         if key == "params":
             return float(self.count_params(cfg))
+        if key == "memory_mb":
+            from .model import memory_bytes
+
+            c = self.config
+            return memory_bytes(cfg, c["memory_context"] or c["window"], c["memory_batch"],
+                                _DTYPE_BYTES[c["memory_dtype"]]) / 2**20
         return self.count_macs(cfg) / 1e6 if key == "mmacs" else self.kept_ratio(cfg)
 
     def _counts_config(self, counts: Mapping[str, int]) -> LlamaConfig:
