@@ -214,6 +214,19 @@ def test_hf_families_import_with_the_same_logits_and_subnets_stay_valid(tmp_path
         assert a.k_proj.out_features == cfg.n_kv * a.head_dim and a.q_proj.out_features == cfg.heads * a.head_dim
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_and_sharded_checkpoints_import(tmp_path, dtype):
+    transformers = pytest.importorskip("transformers")
+    ref = _tiny_hf("Llama", num_key_value_heads=2).to(getattr(torch, dtype))
+    ref.save_pretrained(tmp_path / "half", max_shard_size="100KB")  # several safetensors shards and their index
+    assert (tmp_path / "half" / "model.safetensors.index.json").is_file()
+    p = spaces.import_parent("llm-subnet", f"hf-{dtype}", tmp_path / "half", format="hf", overwrite=True)
+    as_fp32 = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "half", dtype=torch.float32).eval()
+    ids = torch.randint(0, 300, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(p.module(ids), as_fp32(ids).logits, atol=1e-4, rtol=0)
+
+
 def test_gqa_importance_and_reformation(tmp_path):
     ref = _tiny_hf("Llama", num_key_value_heads=2, attention_bias=True)
     ref.save_pretrained(tmp_path / "gqa")
@@ -320,6 +333,24 @@ def test_a_uniform_layers_search_exports_a_stock_checkpoint_from_the_cli(tmp_pat
         torch.testing.assert_close(hf(ids).logits, spaces.load_architecture(out)(ids), atol=1e-5, rtol=0)
     with pytest.raises(InvalidArchitectureError, match="layers differ; this space has uniform_layers"):
         space.validate(spaces.get_space("llm-subnet", parent="hf-smol", window=32).uniform(0.6))
+    # over HTTP: the same directory as a zip
+    import io
+    import zipfile
+
+    from fastapi.testclient import TestClient
+
+    from api import Settings, create_app
+
+    store = Store(db)
+    reader, _ = store.create_token("reader", ["read"])
+    client = TestClient(create_app(Settings(database_url=db), store))
+    r = client.get(f"/api/v1/jobs/{result.job_id}/architectures/{best.arch_id}/export?format=hf",
+                   headers={"Authorization": f"Bearer {reader}"})
+    assert r.status_code == 200, r.text
+    zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path / "from-api")
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "from-api").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, hf(ids).logits, atol=0, rtol=0)
 
 
 def test_the_parents_tokenizer_and_the_users_text(tmp_path):
