@@ -195,8 +195,9 @@ def test_hf_families_import_with_the_same_logits_and_subnets_stay_valid(tmp_path
         ids = torch.randint(0, 300, (2, length))
         with torch.no_grad():
             torch.testing.assert_close(p.module(ids), ref(ids).logits, atol=1e-4, rtol=0)
-    space = spaces.get_space("llm-subnet", parent=f"hf-{name}", reform=False, window=32)
+    space = spaces.get_space("llm-subnet", parent=f"hf-{name}", reform=False, window=32, tokenizer="bytes")
     cfg = space.parent_config
+    assert space.scores("importance") is space.scores("importance")  # computed once, never re-derived
     assert len(space.largest().params_dict()["masks"]["l0.attn"]) == cfg.n_kv  # one mask per key/value head
     rng = random.Random(0)
     archs = [space.uniform(0.6), space.largest(), space.mutate(space.uniform(0.7), rng, p_mask=1.0)]
@@ -231,7 +232,7 @@ def test_gqa_importance_and_reformation(tmp_path):
     ref = _tiny_hf("Llama", num_key_value_heads=2, attention_bias=True)
     ref.save_pretrained(tmp_path / "gqa")
     spaces.import_parent("llm-subnet", "hf-gqa", tmp_path / "gqa", format="hf", overwrite=True)
-    space = spaces.get_space("llm-subnet", parent="hf-gqa", window=32)
+    space = spaces.get_space("llm-subnet", parent="hf-gqa", window=32, tokenizer="bytes")
     scores = space.scores("importance")
     assert scores.attn[0].shape == (2, 8)  # (kv heads, pairs per head)
     arch = space.uniform(0.5)
@@ -256,7 +257,7 @@ def _shared_pairs_arch(space, pairs, channels):
 
 
 @pytest.mark.parametrize("name", ["llama-gqa-llama3-rope", "qwen3-qk-norm", "qwen2-bias", "mistral-window",
-                                  "llama-mqa-head-dim-bias", "llama-tied"])
+                                  "llama-mqa-head-dim-bias", "llama-tied", "llama-yarn-rope", "llama-longrope"])
 def test_hf_export_loads_in_transformers_with_the_same_logits(tmp_path, name):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
@@ -291,6 +292,26 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(tmp_path, name):
         spaces.export_architecture(vit, vit.largest(), tmp_path / "vit", format="hf")
 
 
+def test_a_dynamic_rope_parent_exports_whole_heads_and_refuses_pruned_ones(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    family, kw = FAMILIES["llama-dynamic-rope"]
+    _tiny_hf(family, **kw).save_pretrained(tmp_path / "dyn")
+    spaces.import_parent("llm-subnet", "hf-dyn", tmp_path / "dyn", format="hf", overwrite=True)
+    space = spaces.get_space("llm-subnet", parent="hf-dyn", reform=False, window=32, tokenizer="bytes")
+    half = space.parent_config.head_dim // 2
+    whole = spaces.export_architecture(space, _shared_pairs_arch(space, tuple(range(half)), tuple(range(48))),
+                                       tmp_path / "whole", format="hf")
+    ids = torch.randint(0, 300, (1, 40))  # past max_position_embeddings (16): the dynamic scaling is on
+    with torch.no_grad():
+        torch.testing.assert_close(transformers.AutoModelForCausalLM.from_pretrained(whole)(ids).logits,
+                                   spaces.load_architecture(whole)(ids), atol=1e-5, rtol=0)
+    from spaces import ExportError
+
+    with pytest.raises(ExportError, match="'dynamic' .* no stock rope for it"):
+        spaces.export_architecture(space, _shared_pairs_arch(space, tuple(range(2)), tuple(range(48))),
+                                   tmp_path / "pruned", format="hf")
+
+
 @pytest.mark.slow
 def test_a_uniform_layers_search_exports_a_stock_checkpoint_from_the_cli(tmp_path):
     """The user's path: a save_pretrained directory, a job that asks for uniform layers (what
@@ -308,13 +329,14 @@ def test_a_uniform_layers_search_exports_a_stock_checkpoint_from_the_cli(tmp_pat
     ref.save_pretrained(tmp_path / "smol")
     spaces.import_parent("llm-subnet", "hf-smol", tmp_path / "smol", format="hf", overwrite=True)
     db = f"sqlite:///{tmp_path / 'nas.db'}"
-    spec = {"space": {"name": "llm-subnet", "parent": "hf-smol", "window": 32, "uniform_layers": True},
+    spec = {"space": {"name": "llm-subnet", "parent": "hf-smol", "window": 32, "uniform_layers": True,
+                      "tokenizer": "bytes"},
             "objectives": [{"name": "ppl", "direction": "minimize"}],
             "constraints": [{"name": "kept_ratio", "min": 0.5, "max": 0.7}],
             "strategy": {"name": "evolution", "population": 6, "top_k": 2, "mutants": 3, "crossovers": 2},
             "budget": {"evaluations": 10}, "seed": 0, "execution": {"backend": "inline"}}
     result = run_job(spec, store=Store(db))
-    space = spaces.get_space("llm-subnet", parent="hf-smol", window=32, uniform_layers=True)
+    space = spaces.get_space("llm-subnet", parent="hf-smol", window=32, uniform_layers=True, tokenizer="bytes")
     for trial in result.trials:  # every candidate is uniform: one width per model, one set of pairs
         p = spaces.Architecture.from_dict(trial.arch).params_dict()
         assert len({p[f"l{n}.mlp"] for n in range(p["depth"])}) == 1
@@ -332,7 +354,10 @@ def test_a_uniform_layers_search_exports_a_stock_checkpoint_from_the_cli(tmp_pat
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, spaces.load_architecture(out)(ids), atol=1e-5, rtol=0)
     with pytest.raises(InvalidArchitectureError, match="layers differ; this space has uniform_layers"):
-        space.validate(spaces.get_space("llm-subnet", parent="hf-smol", window=32).uniform(0.6))
+        space.validate(spaces.get_space("llm-subnet", parent="hf-smol", window=32, tokenizer="bytes").uniform(0.6))
+    with pytest.raises(InvalidConfigError, match="space.tokenizer: got 'auto'; valid: a tokenizer.json or folder "
+                                                 "\\(the parent 'hf-smol' was imported from .* no tokenizer files"):
+        spaces.get_space("llm-subnet", parent="hf-smol")  # a BPE-sized vocabulary scored on bytes: refused
     # over HTTP: the same directory as a zip
     import io
     import zipfile
@@ -425,7 +450,7 @@ def test_memory_mb_counts_the_weights_and_kv_cache_a_decode_really_holds(tmp_pat
     ref = _tiny_hf("Llama", num_key_value_heads=2, num_hidden_layers=3)
     ref.save_pretrained(tmp_path / "m")
     spaces.import_parent("llm-subnet", "hf-mem", tmp_path / "m", format="hf", overwrite=True)
-    space = spaces.get_space("llm-subnet", parent="hf-mem", window=32, memory_context=48, memory_batch=3,
+    space = spaces.get_space("llm-subnet", parent="hf-mem", window=32, memory_context=48, memory_batch=3, tokenizer="bytes",
                              memory_dtype="float32", reform=False)
     for arch in (space.largest(), space.uniform(0.6)):
         net = space.materialize(arch)
@@ -439,7 +464,7 @@ def test_memory_mb_counts_the_weights_and_kv_cache_a_decode_really_holds(tmp_pat
     lo, hi = space.static_range("memory_mb")  # a constraint on it is checked before anything runs
     assert lo < space.evaluate(space.uniform(0.6), ["memory_mb"])["memory_mb"] < hi
     with pytest.raises(InvalidConfigError, match="space.memory_dtype: got 'fp8'; valid: float32, float16"):
-        spaces.get_space("llm-subnet", parent="hf-mem", memory_dtype="fp8")
+        spaces.get_space("llm-subnet", parent="hf-mem", memory_dtype="fp8", tokenizer="bytes")
 
 
 def test_hf_import_bad_input(tmp_path):
@@ -461,7 +486,13 @@ def test_hf_import_bad_input(tmp_path):
                              r"layer_types has \['sliding_attention'\]"),
                             ({"rope_parameters": {"rope_type": "warp", "rope_theta": 1e4}},
                              "rope_type is 'warp'; valid: default, dynamic, linear"),
-                            ({"head_dim": 7}, "head_dim is 7; llm-subnet imports an even head_dim")):
+                            ({"head_dim": 7}, "head_dim is 7; llm-subnet imports an even head_dim"),
+                            ({"num_hidden_layers": "two"}, "num_hidden_layers is 'two'; valid: a positive integer"),
+                            ({"rms_norm_eps": "small"}, "rms_norm_eps is 'small'; valid: a positive number"),
+                            ({"rope_parameters": {"full_attention": {"rope_type": "default"}}},
+                             "rope_parameters per layer type"),
+                            ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}},
+                             "rope_parameters .* cannot be computed by transformers")):
         (tmp_path / "ok" / "config.json").write_text(json.dumps({**cfg, **change}))
         with pytest.raises(CheckpointError, match=message):
             spaces.import_parent("llm-subnet", "x", tmp_path / "ok", format="hf")
@@ -476,3 +507,4 @@ def test_hf_import_bad_input(tmp_path):
     save_file(sd, tmp_path / "ok" / "model.safetensors")
     with pytest.raises(CheckpointError, match="missing 1 tensor.*model.layers.1.mlp.up_proj.weight"):
         spaces.import_parent("llm-subnet", "x", tmp_path / "ok", format="hf")
+    assert "x" not in spaces.list_parents()  # every refusal above stored nothing

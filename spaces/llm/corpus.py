@@ -31,7 +31,7 @@ from .._errors import InvalidConfigError
 __all__ = ["Corpus", "Tokenizer", "load_tokenizer", "read_texts", "SPLIT_KEYS"]
 
 SPLIT_KEYS = {"calibration": "calibration_data", "fit": "fit_data", "test": "test_data"}
-_TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text", ".py", ".json")
+_TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text", ".py")
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,9 @@ def read_texts(source: str | Path, field: str, key: str) -> list[str]:
     p = Path(source).expanduser()
     if not p.exists():
         raise InvalidConfigError(key, str(source), "an existing text, .jsonl or .parquet file, or a folder of them")
+    if p.is_dir() and (p / "state.json").is_file() and any(p.glob("*.arrow")):
+        raise InvalidConfigError(key, str(source), "text, .jsonl or .parquet files (a datasets save_to_disk folder "
+                                 "is not read yet: dataset.to_parquet('text.parquet') gives one)")
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     docs: list[str] = []
     for f in files:

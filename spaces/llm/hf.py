@@ -37,6 +37,22 @@ def _fail(msg: str) -> CheckpointError:
     return CheckpointError(f"Hugging Face config: {msg}")
 
 
+def _int(c: dict[str, Any], key: str, default: int | None = None) -> int:
+    v = c.get(key)
+    if v is None and default is not None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < 1:
+        raise _fail(f"{key} is {v!r}; valid: a positive integer" + (" (it is required)" if default is None else ""))
+    return int(v)
+
+
+def _float(c: dict[str, Any], key: str, default: float) -> float:
+    v = c.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        raise _fail(f"{key} is {v!r}; valid: a positive number")
+    return float(v)
+
+
 def _rope(c: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     """``(rope_theta, scaled rope parameters or None)`` from either spelling: transformers 4's
     ``rope_theta`` + ``rope_scaling``, transformers 5's ``rope_parameters``."""
@@ -47,8 +63,17 @@ def _rope(c: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     if params is not None and not isinstance(params, dict):
         raise _fail(f"rope_parameters is {params!r}; valid: a mapping with rope_type (or null)")
     params = dict(params or {})
-    if "rope_type" in params and isinstance(params["rope_type"], dict):  # per layer type (Gemma-style)
-        raise _fail("rope_parameters per layer type; llm-subnet imports one rotary embedding for every layer")
+    nested = sorted(k for k, v in params.items() if isinstance(v, dict))
+    if nested:  # per layer type (Gemma-style): {"full_attention": {...}, "sliding_attention": {...}}
+        raise _fail(f"rope_parameters per layer type ({', '.join(nested)}); llm-subnet imports one rotary "
+                    "embedding for every layer")
+    if params.get("partial_rotary_factor") not in (None, 1, 1.0):
+        raise _fail(f"rope_parameters.partial_rotary_factor is {params['partial_rotary_factor']!r}; llm-subnet "
+                    "imports 1.0 (every channel rotated)")
+    if c.get("original_max_position_embeddings") and "original_max_position_embeddings" not in params \
+            and params.get("rope_type", params.get("type")) not in (None, "default"):
+        # a top-level value (Phi-3 style) is where transformers reads it first
+        params["original_max_position_embeddings"] = c["original_max_position_embeddings"]
     theta = float(params.pop("rope_theta", None) or theta or 10000.0)
     kind = params.get("rope_type", params.get("type", "default"))
     if kind == "default":
@@ -65,6 +90,18 @@ def _rope(c: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     return theta, params
 
 
+def _check_rope(cfg: LlamaConfig) -> None:
+    """Computes the scaled rope's frequencies once, so a malformed one fails at import, by name."""
+    from .model import rope_frequencies
+
+    try:
+        rope_frequencies(cfg, 1)
+        rope_frequencies(cfg, cfg.max_positions + 1)
+    except Exception as e:  # transformers' own KeyError / ValueError / TypeError for a missing or bad key
+        raise _fail(f"rope_parameters {cfg.rope_parameters} cannot be computed by transformers "
+                    f"({type(e).__name__}: {e})") from None
+
+
 def config_from_hf(c: dict[str, Any]) -> LlamaConfig:
     family = c.get("model_type", "llama")
     if family not in FAMILIES:
@@ -73,15 +110,12 @@ def config_from_hf(c: dict[str, Any]) -> LlamaConfig:
     for key, ok in _REQUIRED.items():
         if c.get(key) not in ok:
             raise _fail(f"{key} is {c.get(key)!r}; llm-subnet imports {' or '.join(_SHOWN.get(v, repr(v)) for v in ok)}")
-    try:
-        dim, heads, layers = int(c["hidden_size"]), int(c["num_attention_heads"]), int(c["num_hidden_layers"])
-        ffn, vocab = int(c["intermediate_size"]), int(c["vocab_size"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise _fail(f"{e} is missing or not an integer") from None
-    kv = int(c.get("num_key_value_heads") or heads)
+    dim, heads, layers, ffn, vocab = (_int(c, k) for k in ("hidden_size", "num_attention_heads",
+                                                           "num_hidden_layers", "intermediate_size", "vocab_size"))
+    kv = _int(c, "num_key_value_heads", heads)
     if kv < 1 or heads % kv:
         raise _fail(f"num_key_value_heads is {kv}; valid: a divisor of num_attention_heads ({heads})")
-    head_dim = int(c.get("head_dim") or dim // heads)
+    head_dim = _int(c, "head_dim", dim // heads)
     if head_dim % 2 or head_dim < 2:
         raise _fail(f"head_dim is {head_dim}; llm-subnet imports an even head_dim (rotary pairs)")
     if family == "llama":
@@ -98,10 +132,10 @@ def config_from_hf(c: dict[str, Any]) -> LlamaConfig:
     theta, rope = _rope(c)
     return LlamaConfig.dense(
         vocab, dim, heads, layers, ffn, head_dim=head_dim, kv_heads=kv if kv != heads else 0, rope_theta=theta,
-        eps=float(c.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(c.get("tie_word_embeddings")),
+        eps=_float(c, "rms_norm_eps", 1e-6), tie_embeddings=bool(c.get("tie_word_embeddings")),
         qkv_bias=qkv_bias, o_bias=o_bias, mlp_bias=bool(c.get("mlp_bias")), qk_norm=family == "qwen3", rope=rope,
-        max_positions=int(c.get("max_position_embeddings") or 2048),
-        sliding_window=int(window) if window else None, family=family)
+        max_positions=_int(c, "max_position_embeddings", 2048),
+        sliding_window=_int(c, "sliding_window") if window else None, family=family)
 
 
 def convert(source: Any) -> tuple[LlamaConfig, Llama]:
@@ -109,6 +143,8 @@ def convert(source: Any) -> tuple[LlamaConfig, Llama]:
     raw, sd = read_pretrained(source, "Hugging Face checkpoint", " / ".join(ARCHITECTURES.values()),
                               ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin"))
     cfg = config_from_hf(raw)
+    if cfg.rope is not None:
+        _check_rope(cfg)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()
           if not k.endswith("rotary_emb.inv_freq")}  # a buffer older versions saved
     if cfg.tie_embeddings and "lm_head.weight" not in sd and "model.embed_tokens.weight" in sd:

@@ -14,7 +14,9 @@ translating, both exactly:
 * its heads rotate their kept pairs at the parent's frequencies; a stock rotary embedding
   computes frequencies from the head_dim, so a pruned head is written as ``longrope`` with
   per-frequency factors that give back the parent's (``factor`` 1: no attention rescaling
-  beyond the parent's own). A head that keeps every pair keeps the parent's rope as it is.
+  beyond the parent's own; a longrope parent's short and long sets both). A head that keeps
+  every pair keeps the parent's rope as it is. A ``dynamic`` rope changes with the length,
+  so pruned heads of such a parent are refused.
 
 Layers that differ (per-layer widths, as DeciLM and Nemotron-NAS checkpoints have) need a
 modeling file of their own; :func:`hf_directory` refuses them, naming the first difference.
@@ -58,7 +60,7 @@ def _uniform(cfg: LlamaConfig) -> tuple[int, tuple[int, ...]]:
     return first.ffn, pairs
 
 
-def hf_config(sub: LlamaConfig, max_seq_len: int) -> tuple[dict[str, Any], LlamaConfig, float]:
+def hf_config(sub: LlamaConfig, max_seq_len: int = 0) -> tuple[dict[str, Any], LlamaConfig, float]:
     """``(config.json, the same network as a dense LlamaConfig, query scale)`` of a dense subnet config."""
     ffn, pairs = _uniform(sub)
     kept = 2 * len(pairs)
@@ -86,17 +88,27 @@ def hf_config(sub: LlamaConfig, max_seq_len: int) -> tuple[dict[str, Any], Llama
         rope = dict(sub.rope_parameters or {"rope_type": "default"})
         rope["rope_theta"] = sub.rope_theta
     else:
+        params = sub.rope_parameters or {}
+        kind = params.get("rope_type", params.get("type", "default"))
+        if kind == "dynamic":  # its frequencies change with the length: no static table holds them
+            raise ExportError("format", "hf: the parent's rope is 'dynamic' (NTK scaling by sequence length); a "
+                              "subnet that prunes head channels has no stock rope for it (keep every pair: "
+                              "lN.attn at its largest, or export as safetensors)")
         # longrope's inv_freq[j] = 1 / (factor_j * theta ** (2j / kept)): factors that give back the
-        # parent's frequency of pair pairs[j]; long ones for contexts past max_position_embeddings
+        # parent's frequency of pair pairs[j]; a longrope parent's own short and long sets both carry
+        # over, switching where the parent's do (original_max_position_embeddings)
+        orig = int(params.get("original_max_position_embeddings") or sub.max_positions) if kind == "longrope" \
+            else sub.max_positions
+
         def factors(seq_len: int) -> list[float]:
             inv, _ = rope_frequencies(sub, seq_len)
             return [float(1.0 / (inv[i].double() * sub.rope_theta ** (2 * j / kept))) for j, i in enumerate(pairs)]
 
         _, scale = rope_frequencies(sub, 1)
         rope = {"rope_type": "longrope", "rope_theta": sub.rope_theta, "factor": 1.0, "attention_factor": scale,
-                "original_max_position_embeddings": sub.max_positions, "short_factor": factors(1),
-                "long_factor": factors(max(max_seq_len, sub.max_positions) + 1)}
-        c["original_max_position_embeddings"] = sub.max_positions  # where transformers 4 reads it
+                "original_max_position_embeddings": orig, "short_factor": factors(1),
+                "long_factor": factors(orig + 1)}
+        c["original_max_position_embeddings"] = orig  # where transformers 4 reads it
     c["rope_parameters"] = rope
     # transformers 4 reads rope_theta + rope_scaling; 5 reads rope_parameters (and accepts both)
     c["rope_theta"] = sub.rope_theta

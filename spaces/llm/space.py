@@ -130,6 +130,11 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
             source = import_source(c["parent"])
             has = source is not None and any((Path(source) / f).is_file()
                                              for f in ("tokenizer.json", "tokenizer_config.json"))
+            if source is not None and not has and p.vocab != 256:
+                # an imported model without its tokenizer: scoring it on bytes would be meaningless
+                raise InvalidConfigError("space.tokenizer", "auto", f"a tokenizer.json or folder (the parent "
+                                         f"{c['parent']!r} was imported from {source}, which has no tokenizer "
+                                         "files), or 'bytes' for a byte-level model")
             tok = source if has else "bytes"
         tokenizer = load_tokenizer(tok)
         if tokenizer.vocab_size > p.vocab:
