@@ -101,6 +101,8 @@ class SearchSpace(abc.ABC):
 
     name: ClassVar[str]
     version: ClassVar[str]
+    # declared capability: export format "hf" (a Hugging Face directory; the space implements write_hf)
+    exports_hf: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         options = self.config_options()

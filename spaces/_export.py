@@ -63,7 +63,7 @@ def export_architecture(space: SearchSpace, arch: Architecture, out: str | os.Pa
         raise ExportError("out", f"{out} exists; choose another directory or pass --force to replace it")
     if out.exists() and not (out / MANIFEST).is_file():  # --force replaces an export, nothing else
         raise ExportError("out", f"{out} exists and is not an export (no {MANIFEST}); refusing to replace it")
-    if format == "hf" and not getattr(type(space), "exports_hf", False):
+    if format == "hf" and not space.exports_hf:
         raise ExportError("format", f"hf: {space.name} networks are not Hugging Face models; spaces that export "
                           "them: " + ", ".join(_spaces_exporting_hf()))
     if not space.has_weights():
@@ -199,7 +199,7 @@ def _torch_version() -> str:
 def _spaces_exporting_hf() -> list[str]:
     from ._registry import list_spaces, space_class
 
-    return [n for n in list_spaces() if getattr(space_class(n), "exports_hf", False)]
+    return [n for n in list_spaces() if space_class(n).exports_hf]
 
 
 def _spaces_with_weights() -> list[str]:

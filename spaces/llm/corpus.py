@@ -164,8 +164,8 @@ class Corpus:
 
     def tokens(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         src = self.sources.get(split)
-        return _tokens(src, "calibration" if split == "fit" else split, self.tokenizer.name, self.field,
-                       f"space.{SPLIT_KEYS[split]}", self.tokenizer)
+        return _tokens(src, "calibration" if split == "fit" else split, self.field, f"space.{SPLIT_KEYS[split]}",
+                       self.tokenizer)
 
     def windows(self, split: str, n: int, length: int, seed: int = 0):
         """``(ids (n, length + 1), bytes of each window's predicted tokens (n,))``: fixed,
@@ -185,8 +185,7 @@ class Corpus:
 
 
 @lru_cache(maxsize=12)
-def _tokens(src: str | None, split: str, _tok_name: str, field: str, key: str,
-            tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
+def _tokens(src: str | None, split: str, field: str, key: str, tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
     if src is None:
         if tokenizer is BYTES:  # the built-in corpus as the project's parents read it: one byte a token
             from .data import split_tokens

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from .._architecture import Architecture
 from .masks import masks_json, parse_masks
 
-__all__ = ["MaskEvolution"]
+__all__ = ["MaskEvolution", "resize_mask"]
 
 
 class MaskEvolution:
@@ -92,9 +92,9 @@ class MaskEvolution:
             new = values[k][values[k].index(counts[k]) + (-1 if down else 1)]
             n, kind = int(k.split(".")[0][1:]), k.split(".")[1]
             if kind == "attn":
-                attn[n] = [_resize(h, new, sc.attn[n][i]) for i, h in enumerate(attn[n])]
+                attn[n] = [resize_mask(h, new, sc.attn[n][i]) for i, h in enumerate(attn[n])]
             else:
-                mlp[n] = _resize(mlp[n], new, sc.mlp[n])
+                mlp[n] = resize_mask(mlp[n], new, sc.mlp[n])
             counts[k] = new
         return None
 
@@ -126,7 +126,7 @@ def _mutate_mask(old: tuple[int, ...], k: int, size: int, rng: random.Random, p_
     return tuple(sorted(keep + rng.sample(rest, k - len(keep))))
 
 
-def _resize(kept: Sequence[int], k: int, scores) -> tuple[int, ...]:
+def resize_mask(kept: Sequence[int], k: int, scores) -> tuple[int, ...]:
     """``kept`` grown or shrunk to ``k`` indices: the least important go first, the most important come first."""
     kept = list(kept)
     if k < len(kept):

@@ -113,7 +113,7 @@ def config_from_hf(c: dict[str, Any]) -> LlamaConfig:
     dim, heads, layers, ffn, vocab = (_int(c, k) for k in ("hidden_size", "num_attention_heads",
                                                            "num_hidden_layers", "intermediate_size", "vocab_size"))
     kv = _int(c, "num_key_value_heads", heads)
-    if kv < 1 or heads % kv:
+    if heads % kv:
         raise _fail(f"num_key_value_heads is {kv}; valid: a divisor of num_attention_heads ({heads})")
     head_dim = _int(c, "head_dim", dim // heads)
     if head_dim % 2 or head_dim < 2:
@@ -145,8 +145,7 @@ def convert(source: Any) -> tuple[LlamaConfig, Llama]:
     cfg = config_from_hf(raw)
     if cfg.rope is not None:
         _check_rope(cfg)
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()
-          if not k.endswith("rotary_emb.inv_freq")}  # a buffer older versions saved
+    sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}  # a buffer older versions saved
     if cfg.tie_embeddings and "lm_head.weight" not in sd and "model.embed_tokens.weight" in sd:
         sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
     net = Llama(cfg)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .._errors import ExportError
-from .hf import ARCHITECTURES
+from .hf import ARCHITECTURES, config_from_hf
 from .model import Llama, LlamaConfig, rope_frequencies
 
 __all__ = ["hf_config", "hf_directory", "TOKENIZER_FILES"]
@@ -60,7 +60,7 @@ def _uniform(cfg: LlamaConfig) -> tuple[int, tuple[int, ...]]:
     return first.ffn, pairs
 
 
-def hf_config(sub: LlamaConfig, max_seq_len: int = 0) -> tuple[dict[str, Any], LlamaConfig, float]:
+def hf_config(sub: LlamaConfig) -> tuple[dict[str, Any], LlamaConfig, float]:
     """``(config.json, the same network as a dense LlamaConfig, query scale)`` of a dense subnet config."""
     ffn, pairs = _uniform(sub)
     kept = 2 * len(pairs)
@@ -113,8 +113,6 @@ def hf_config(sub: LlamaConfig, max_seq_len: int = 0) -> tuple[dict[str, Any], L
     # transformers 4 reads rope_theta + rope_scaling; 5 reads rope_parameters (and accepts both)
     c["rope_theta"] = sub.rope_theta
     c["rope_scaling"] = None if rope.get("rope_type") == "default" else {k: v for k, v in rope.items() if k != "rope_theta"}
-    from .hf import config_from_hf
-
     dense = config_from_hf(c)
     return c, dense, math.sqrt(kept / sub.head_dim)
 
@@ -135,12 +133,12 @@ def hf_state_dict(net: Llama, dense: LlamaConfig, q_scale: float) -> dict[str, t
     return sd
 
 
-def hf_directory(net: Llama, out: Path, *, tokenizer_dir: Path | None, max_seq_len: int) -> dict[str, Any]:
+def hf_directory(net: Llama, out: Path, *, tokenizer_dir: Path | None) -> dict[str, Any]:
     """Write ``net`` (a dense subnet) into ``out`` as a Hugging Face checkpoint; returns the
     network config of the written model (what ``load_architecture`` rebuilds)."""
     from safetensors.torch import save_file
 
-    config, dense, q_scale = hf_config(net.config, max_seq_len)
+    config, dense, q_scale = hf_config(net.config)
     save_file(hf_state_dict(net, dense, q_scale), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     (out / "generation_config.json").write_text(json.dumps({"_from_model_config": True, "do_sample": False}, indent=2))

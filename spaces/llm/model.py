@@ -19,7 +19,6 @@ output equals it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -151,7 +150,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor, kept: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kept: int | None = None) -> torch.Tensor:
         """``kept``: the number of kept (non-zero) channels of each row of a masked input, so
         that the mean of squares is the dense subnet's (over its own channels)."""
         h = x.float()
@@ -161,16 +160,16 @@ class RMSNorm(nn.Module):
 
 
 @lru_cache(maxsize=64)
-def _rope_base(head_dim: int, theta: float, rope_json: str | None, max_positions: int,
+def _rope_base(head_dim: int, theta: float, rope_pairs: tuple[tuple[str, Any], ...] | None, max_positions: int,
                seq_len: int) -> tuple[torch.Tensor, float]:
     """``(inv_freq, attention_scaling)`` of the parent's head: the original rotary embedding,
     or, for scaled ones, what transformers' own rope functions compute (imported only then)."""
-    if rope_json is None:
+    if rope_pairs is None:
         return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)), 1.0
     import transformers
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    rope = json.loads(rope_json)
+    rope = {k: list(v) if isinstance(v, tuple) else v for k, v in rope_pairs}
     kind = rope.get("rope_type", rope.get("type", "default"))
     if kind == "default":
         return _rope_base(head_dim, float(rope.get("rope_theta", theta)), None, max_positions, 0)
@@ -190,7 +189,6 @@ def _rope_base(head_dim: int, theta: float, rope_json: str | None, max_positions
 def rope_frequencies(cfg: LlamaConfig, seq_len: int) -> tuple[torch.Tensor, float]:
     """The parent head's rotary frequencies and cos/sin scaling for a sequence of ``seq_len``."""
     params = cfg.rope_parameters
-    rope = None if params is None else json.dumps(params, sort_keys=True)
     kind = None if params is None else params.get("rope_type", params.get("type"))
     if kind == "dynamic":
         seq_len = max(seq_len, cfg.max_positions)
@@ -199,7 +197,7 @@ def rope_frequencies(cfg: LlamaConfig, seq_len: int) -> tuple[torch.Tensor, floa
         seq_len = orig + 1 if seq_len > orig else 0  # the long factors past the original length
     else:
         seq_len = 0
-    return _rope_base(cfg.head_dim, cfg.rope_theta, rope, cfg.max_positions, seq_len)
+    return _rope_base(cfg.head_dim, cfg.rope_theta, cfg.rope, cfg.max_positions, seq_len)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -254,7 +252,7 @@ class _Attention(nn.Module):
             q, k = self.q_norm(q, kept), self.k_norm(k, kept)
         start = cache[0].shape[2] if cache else 0  # decoding: the positions after the cached ones
         cos, sin = self._rotary(start, t, q.dtype)
-        g = self.heads // self.kv
+        g = self.cfg.group
         qc, qs = cos.repeat_interleave(g, 0), sin.repeat_interleave(g, 0)  # query head h reads kv head h // g
         q, k = q * qc + _rotate_half(q) * qs, k * cos + _rotate_half(k) * sin
         if cache is not None:

@@ -223,24 +223,22 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         """``params`` with every kept layer at layer 0's counts, every head of every layer
         keeping layer 0 head 0's rotary pairs, and each layer's MLP mask resized to layer 0's
         count by importance (which channels may differ between layers: only widths are shared)."""
-        from .evolution import _resize
+        from .evolution import resize_mask
         from .masks import hex_mask, unhex
 
         p = dict(params)
-        depth, p0 = p["depth"], self.parent_config
-        masks = dict(p.get("masks") or {})
-        shared = masks.get("l0.attn", [None])[0]
-        for n in range(depth):
-            p[f"l{n}.attn"], p[f"l{n}.mlp"] = p["l0.attn"], p["l0.mlp"]
-            if shared is None:
-                continue
+        p.update(self._layer_counts({k: v for k, v in p.items() if k != "masks"}))
+        if "masks" not in p:
+            return p
+        p0, masks = self.parent_config, dict(p["masks"])
+        shared = masks["l0.attn"][0]
+        for n in range(p["depth"]):
             masks[f"l{n}.attn"] = [shared] * p0.n_kv
             kept = unhex(masks[f"l{n}.mlp"], p0.layers[n].ffn, f"l{n}.mlp")
             if len(kept) != p["l0.mlp"]:
-                kept = _resize(kept, p["l0.mlp"], self.scores("importance").mlp[n])
+                kept = resize_mask(kept, p["l0.mlp"], self.scores("importance").mlp[n])
             masks[f"l{n}.mlp"] = hex_mask(kept)
-        if shared is not None:
-            p["masks"] = masks
+        p["masks"] = masks
         return p
 
     def _layer_counts(self, counts: Mapping[str, int]) -> dict[str, int]:
@@ -501,14 +499,11 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         """Write the dense subnet ``module`` into the directory ``out`` as a Hugging Face
         checkpoint of the parent's family, with the parent's tokenizer files when it was
         imported from a directory that has them; returns ``{"network": ..., "tokenizer_files": [...]}``."""
-        from pathlib import Path
-
         from .._parents import import_source
         from .hf_export import hf_directory
 
         source = import_source(self.config["parent"])
-        return hf_directory(module, Path(out), tokenizer_dir=Path(source) if source else None,
-                            max_seq_len=self.config["window"])
+        return hf_directory(module, Path(out), tokenizer_dir=Path(source) if source else None)
 
     def profiling_module(self, arch: Architecture):
         """The dense subnet for timing: reformation changes values, not shapes or time."""
