@@ -54,22 +54,19 @@ def _rss_mb() -> float:
 
 
 def one(size: str, evals: int, work: Path) -> dict:
-    import torch
-    import transformers
+    import torch  # noqa: F401  (in the start figure, as in any job)
+    import transformers  # noqa: F401
 
     import spaces
     from spaces.llm.model import param_count
 
     os.environ.setdefault("NAS_CACHE_DIR", str(work / "cache"))
     base = _rss_mb()  # the interpreter with torch and transformers loaded: what any job starts from
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(max_position_embeddings=2048, rope_theta=10000.0, **SHAPES[size])
-    model = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16)
     folder = work / f"llama-{size}"
-    model.save_pretrained(folder)
-    n_params = sum(p.numel() for p in model.parameters())
+    # the checkpoint is written by another process, so that building it is not in this one's peak
+    subprocess.run([sys.executable, __file__, "--write", size, str(folder)], check=True)
+    n_params = json.loads((folder / "n_params.json").read_text())
     checkpoint_mb = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20
-    del model
     out = {"size": size, "params_m": n_params / 1e6, "checkpoint_mb": checkpoint_mb,
            "fp32_mb": n_params * 4 / 2**20}
 
@@ -78,10 +75,12 @@ def one(size: str, evals: int, work: Path) -> dict:
     space = spaces.get_space("llm-subnet", parent=f"scale-{size}", tokenizer="bytes", reform=False)
     space.parent()
     out["import_s"] = time.perf_counter() - t
+    phases = {"import": _rss_mb()}
 
     t = time.perf_counter()
     space.scores("importance")
     out["importance_s"] = time.perf_counter() - t
+    phases["importance"] = _rss_mb()
 
     rng = random.Random(0)
     start = space.uniform(0.8)
@@ -92,15 +91,19 @@ def one(size: str, evals: int, work: Path) -> dict:
         space.evaluate(a, ["ppl"])
         times.append(time.perf_counter() - t)
     out["eval_s"] = statistics.median(times)
+    phases["evaluation"] = _rss_mb()
 
     t = time.perf_counter()
     space.materialize(start, reform=True)
     out["reform_s"] = time.perf_counter() - t
+    phases["reformation"] = _rss_mb()
 
     uniform = spaces.get_space("llm-subnet", parent=f"scale-{size}", tokenizer="bytes", uniform_layers=True)
     t = time.perf_counter()
     spaces.export_architecture(uniform, uniform.uniform(0.8), work / f"export-{size}", format="hf", force=True)
     out["export_s"] = time.perf_counter() - t
+    phases["export"] = _rss_mb()
+    out["phase_peak_mb"] = {k: round(v - base) for k, v in phases.items()}  # peak so far, beyond start
     out["search12_s"] = out["import_s"] + out["importance_s"] + 12 * out["eval_s"]
     out["peak_rss_mb"] = _rss_mb()
     out["base_rss_mb"] = base
@@ -108,12 +111,27 @@ def one(size: str, evals: int, work: Path) -> dict:
     return out
 
 
+def write(size: str, folder: Path) -> None:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(max_position_embeddings=2048, rope_theta=10000.0, **SHAPES[size])
+    model = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    (folder / "n_params.json").write_text(json.dumps(sum(p.numel() for p in model.parameters())))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="25m,135m", help="comma-separated: " + ", ".join(SHAPES))
     ap.add_argument("--evals", type=int, default=5, help="subnets scored per size (their median time is reported)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--write", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.write:
+        write(args.write[0], Path(args.write[1]))
+        return
     if args.one:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(one(args.one, args.evals, Path(tmp))))

@@ -57,7 +57,6 @@ def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
 def check_state_dict(net: torch.nn.Module, sd: Mapping[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
     """``sd`` in ``net``'s float dtype after checking it holds exactly ``net``'s tensors with
     their shapes; otherwise a :class:`CheckpointError` naming the first difference."""
-    import torch
 
     own = net.state_dict()
     missing = [k for k in own if k not in sd]
@@ -74,10 +73,19 @@ def check_state_dict(net: torch.nn.Module, sd: Mapping[str, torch.Tensor], what:
         if tuple(sd[k].shape) != tuple(t.shape):
             raise CheckpointError(f"{what}: {k!r} has shape {tuple(sd[k].shape)}; the network needs {tuple(t.shape)}")
         v = sd[k]
-        if v.is_floating_point() and not torch.isfinite(v).all():
+        if v.is_floating_point() and not _finite(v):
             raise CheckpointError(f"{what}: {k!r} holds NaN or infinite values")
         out[k] = v.to(t.dtype)
     return out
+
+
+def _finite(t: torch.Tensor, chunk: int = 1 << 20) -> bool:
+    """No NaN or infinity in ``t``, checked a slice at a time (a whole-tensor check of a large
+    embedding would allocate a copy of it, upcast)."""
+    import torch
+
+    flat = t.reshape(-1)
+    return all(bool(torch.isfinite(flat[i:i + chunk]).all()) for i in range(0, len(flat), chunk))
 
 
 def read_config_json(directory: Path, what: str) -> dict[str, Any]:

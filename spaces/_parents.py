@@ -243,10 +243,30 @@ def import_parent(space: str, name: str, source: Any, *, format: str, overwrite:
     tmp = _manifest_path(name).with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, _manifest_path(name))
+    del module, state  # the parent is read back from what was stored (memory-mapped): one copy at a time
     _REGISTRY.pop(name, None)
     _LOADED.pop((str(path), 0), None)
     _INSTANCES.clear()  # spaces built over the old parent (of this space or, before an overwrite, another)
     return load_parent(name, 0, train=False)
+
+
+def _build_with(spec: ParentSpec, state: dict) -> Any:
+    """``spec``'s network holding ``state``, in the dtype it was stored in (an imported bf16
+    checkpoint stays bf16). Built on the meta device and assigned the loaded tensors (no
+    random initialisation, no second copy) when every tensor of the network is in the state
+    dict; otherwise built and loaded as usual."""
+    import torch
+
+    kinds = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(kinds) == 1:
+        with torch.device("meta"):
+            module = spec.build().to(kinds.pop())
+        module.load_state_dict(state, assign=True)
+        if not any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+            return module
+    module = spec.build()  # a buffer outside the state dict stayed on the meta device
+    module.load_state_dict(state)
+    return module
 
 
 def parents_dir() -> Path:
@@ -261,18 +281,15 @@ def checkpoint_path(name: str, seed: int) -> Path:
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     """sha256 over the tensors (names, shapes, dtypes, bytes), first 16 hex digits: the
     same weights give the same digest whatever else the checkpoint file holds."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(state_dict):
         t = state_dict[name].detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.numpy().tobytes() if t.dtype != _bf16() else t.view(-1).float().numpy().tobytes())
+        # the raw bits (bf16 seen as int16: numpy has no bf16), hashed in place: no copy of the weights
+        h.update((t.view(torch.int16) if t.dtype == torch.bfloat16 else t).reshape(-1).numpy().data)
     return h.hexdigest()[:16]
-
-
-def _bf16():
-    import torch
-
-    return torch.bfloat16
 
 
 def load_parent(name: str, seed: int = 0, *, train: bool = True, progress: Progress | None = None,
@@ -316,10 +333,11 @@ def load_parent(name: str, seed: int = 0, *, train: bool = True, progress: Progr
                 torch.save({"name": name, "seed": seed, "state_dict": module.state_dict(), "metrics": metrics,
                             "torch": str(torch.__version__)}, tmp)
                 os.replace(tmp, path)
-    module = spec.build()
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        module.load_state_dict(ckpt["state_dict"])
+        # memory-mapped (copy on write): the weights are pages of the file, shared by every
+        # process of the machine that loads this parent (the Ray workers of a job)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        module = _build_with(spec, ckpt["state_dict"])
         metrics = dict(ckpt["metrics"])
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
         # another network's checkpoint (an older version of the space), or not a checkpoint

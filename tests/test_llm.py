@@ -3,6 +3,7 @@ Hugging Face importer and bad input (on ``llm-tiny``, trained in seconds)."""
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 
@@ -222,10 +223,23 @@ def test_half_precision_and_sharded_checkpoints_import(tmp_path, dtype):
     ref.save_pretrained(tmp_path / "half", max_shard_size="100KB")  # several safetensors shards and their index
     assert (tmp_path / "half" / "model.safetensors.index.json").is_file()
     p = spaces.import_parent("llm-subnet", f"hf-{dtype}", tmp_path / "half", format="hf", overwrite=True)
+    # the parent keeps the checkpoint's dtype (computed in it, as deployed): no float32 copy
+    assert {t.dtype for t in p.module.state_dict().values()} == {getattr(torch, dtype)}
     as_fp32 = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "half", dtype=torch.float32).eval()
     ids = torch.randint(0, 300, (2, 20))
     with torch.no_grad():
-        torch.testing.assert_close(p.module(ids), as_fp32(ids).logits, atol=1e-4, rtol=0)
+        # the same weights: upcast, the same logits as transformers' to 1e-4
+        torch.testing.assert_close(copy.deepcopy(p.module).float()(ids), as_fp32(ids).logits, atol=1e-4, rtol=0)
+        # computed in half precision: within its rounding of the float32 logits
+        half = p.module(ids).float()
+        assert (half - as_fp32(ids).logits).abs().max() < 0.05 * as_fp32(ids).logits.abs().max()
+    space = spaces.get_space("llm-subnet", parent=f"hf-{dtype}", window=16, tokenizer="bytes")
+    fp32 = copy.deepcopy(space.parent().module).float()
+    arch = space.uniform(0.6)
+    ids = space._windows("fit")[0]
+    from spaces.llm.train import perplexity
+    assert space.evaluate(arch, ["ppl"])["ppl"] == pytest.approx(perplexity(fp32, ids, space.masks(arch)), rel=0.02)
+    assert space.scores("importance").mlp[0].dtype == torch.float32
 
 
 def test_gqa_importance_and_reformation(tmp_path):

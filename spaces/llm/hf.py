@@ -10,7 +10,8 @@ linear, dynamic, yarn, longrope, llama3, ...) are supported. The directory is re
 ``model.safetensors.index.json``, or ``pytorch_model.bin``); ``transformers`` is needed to
 hand over a model object and to compute a scaled rotary embedding's frequencies. Options
 :class:`~spaces.llm.model.Llama` has no layer for are refused by name with the supported
-value. Weights are held in float32 (fp16 and bf16 checkpoints are converted on import).
+value. Weights keep the checkpoint's dtype (bf16 and fp16 are computed in that dtype, as
+the deployed model is; float32 otherwise, and for a checkpoint of mixed dtypes).
 A job scores the parent with its own tokenizer (the ``tokenizer.json`` beside the weights)
 on the job's text (:mod:`spaces.llm.corpus`).
 """
@@ -148,6 +149,11 @@ def convert(source: Any) -> tuple[LlamaConfig, Llama]:
     sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}  # a buffer older versions saved
     if cfg.tie_embeddings and "lm_head.weight" not in sd and "model.embed_tokens.weight" in sd:
         sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
-    net = Llama(cfg)
-    net.load_state_dict(check_state_dict(net, sd, "Hugging Face checkpoint"))
+    import torch
+
+    kinds = {v.dtype for v in sd.values() if v.is_floating_point()}
+    dtype = kinds.pop() if len(kinds) == 1 and kinds <= {torch.bfloat16, torch.float16} else torch.float32
+    with torch.device("meta"):  # no random initialisation, no float32 copy: the tensors are assigned
+        net = Llama(cfg).to(dtype)
+    net.load_state_dict(check_state_dict(net, sd, "Hugging Face checkpoint"), assign=True)
     return cfg, net.eval()

@@ -32,53 +32,62 @@ class Importance:
     mlp: tuple[torch.Tensor, ...]  # per layer: (ffn,) channel scores
 
 
-def _saliency(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """OBS saliency of every weight of ``w`` (out x in) given ``h = X X^T`` of its inputs."""
-    h = 2 * h
+def _inv_diag(gram: torch.Tensor) -> torch.Tensor:
+    """The diagonal of ``(2 X X^T + damping)^-1`` (float64) from ``gram = X X^T`` of a projection's inputs."""
+    h = 2 * gram.double()
     damp = 0.01 * h.diagonal().mean().clamp_min(1e-8)
-    inv_diag = torch.linalg.inv(h + damp * torch.eye(len(h), dtype=h.dtype)).diagonal()
+    return torch.linalg.inv(h + damp * torch.eye(len(h), dtype=h.dtype)).diagonal()
+
+
+def _saliency(w: torch.Tensor, inv_diag: torch.Tensor) -> torch.Tensor:
+    """OBS saliency ``W[i,j]^2 / [(2 X X^T)^-1]_jj`` of every weight of ``w`` (out x in)."""
     return w.double() ** 2 / inv_diag[None]
 
 
-@torch.no_grad()
-def _layer_inputs(model: Llama, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    """Per layer, ``X X^T`` of the inputs of q_proj (= k, v), o_proj, gate_proj (= up), down_proj."""
-    grams: list[dict[str, torch.Tensor]] = [{} for _ in model.model.layers]
-    hooks = []
+_BATCH = 8  # calibration windows per forward: bounds the activations held at once
 
-    def hook(n: int, name: str):
+
+@torch.no_grad()
+def _layer_grams(layer, h: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(the layer's output, X X^T of the inputs of its q_proj (= k, v), o_proj, gate_proj (=
+    up) and down_proj)``: one layer's statistics at a time, so memory holds one layer's Grams
+    and the hidden states of the calibration windows, not every layer's."""
+    grams: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
         def fn(_m, inputs):
-            x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
-            grams[n][name] = grams[n].get(name, 0) + x.T @ x
+            x = inputs[0].reshape(-1, inputs[0].shape[-1]).float()  # float32 products of bf16 activations
+            g = x.T @ x
+            grams[name] = grams[name] + g if name in grams else g
         return fn
 
-    for n, layer in enumerate(model.model.layers):
-        hooks += [layer.self_attn.q_proj.register_forward_pre_hook(hook(n, "qkv")),
-                  layer.self_attn.o_proj.register_forward_pre_hook(hook(n, "o")),
-                  layer.mlp.gate_proj.register_forward_pre_hook(hook(n, "gu")),
-                  layer.mlp.down_proj.register_forward_pre_hook(hook(n, "down"))]
+    a, m = layer.self_attn, layer.mlp
+    hooks = [a.q_proj.register_forward_pre_hook(hook("qkv")), a.o_proj.register_forward_pre_hook(hook("o")),
+             m.gate_proj.register_forward_pre_hook(hook("gu")), m.down_proj.register_forward_pre_hook(hook("down"))]
     try:
-        for i in range(0, len(ids), 8):
-            model(ids[i:i + 8])
+        out = torch.cat([layer(h[i:i + _BATCH]) for i in range(0, len(h), _BATCH)])
     finally:
-        for h in hooks:
-            h.remove()
-    return grams
+        for k in hooks:
+            k.remove()
+    return out, grams
 
 
 @torch.no_grad()
 def importance(model: Llama, ids: torch.Tensor) -> Importance:
-    """Scores of the parent's attention pairs and MLP channels on calibration ``ids`` (n, t)."""
+    """Scores of the parent's attention pairs and MLP channels on calibration ``ids`` (n, t),
+    gathered layer by layer (no LM head: the scores need the layers' inputs only)."""
     cfg = model.config
     attn, mlp = [], []
-    for layer, g in zip(model.model.layers, _layer_inputs(model, ids)):
+    h = model.model.embed_tokens(ids)
+    for layer in model.model.layers:
+        h, g = _layer_grams(layer, h)
+        inv = {k: _inv_diag(v) for k, v in g.items()}
         a, m = layer.self_attn, layer.mlp
-        q = _saliency(a.q_proj.weight, g["qkv"]).sum(1) + _saliency(a.o_proj.weight, g["o"]).sum(0)
-        s = group_scores(q, _saliency(a.k_proj.weight, g["qkv"]).sum(1) + _saliency(a.v_proj.weight, g["qkv"]).sum(1),
-                         cfg)
-        attn.append(s.float())
-        mlp.append((_saliency(m.gate_proj.weight, g["gu"]).sum(1) + _saliency(m.up_proj.weight, g["gu"]).sum(1)
-                    + _saliency(m.down_proj.weight, g["down"]).sum(0)).float())
+        q = _saliency(a.q_proj.weight, inv["qkv"]).sum(1) + _saliency(a.o_proj.weight, inv["o"]).sum(0)
+        kv = _saliency(a.k_proj.weight, inv["qkv"]).sum(1) + _saliency(a.v_proj.weight, inv["qkv"]).sum(1)
+        attn.append(group_scores(q, kv, cfg).float())
+        mlp.append((_saliency(m.gate_proj.weight, inv["gu"]).sum(1) + _saliency(m.up_proj.weight, inv["gu"]).sum(1)
+                    + _saliency(m.down_proj.weight, inv["down"]).sum(0)).float())
     return Importance(tuple(attn), tuple(mlp))
 
 

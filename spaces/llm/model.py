@@ -230,7 +230,9 @@ class _Attention(nn.Module):
             self.q_norm = RMSNorm(layer.head_dim, cfg.eps)
             self.k_norm = RMSNorm(layer.head_dim, cfg.eps)
         # per key/value head, the indices of its kept pairs in the parent's head (their frequencies)
-        self.register_buffer("pair_index", torch.tensor(layer.pairs, dtype=torch.long), persistent=False)
+        # (on the CPU even when the module is built on the meta device: it is not in a state dict)
+        self.register_buffer("pair_index", torch.tensor(layer.pairs, dtype=torch.long, device="cpu"),
+                             persistent=False)
 
     def _rotary(self, t0: int, t: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         inv, scale = rope_frequencies(self.cfg, t0 + t)
@@ -324,6 +326,12 @@ class Llama(nn.Module):
         self.lm_head = nn.Linear(config.dim, config.vocab, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+            # load_state_dict(assign=True) (a network built on the meta device) replaces both
+            # parameters: tie them again, to the embedding
+            self.register_load_state_dict_post_hook(lambda m, _keys: m._tie())
+
+    def _tie(self) -> None:
+        self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(self, ids: torch.Tensor, masks: Masks | None = None) -> torch.Tensor:
         """Logits ``(batch, tokens, vocab)``; with ``masks``, of that subnet (no weight copied)."""
@@ -373,41 +381,41 @@ class Llama(nn.Module):
 
     @torch.no_grad()
     def slice(self, masks: Masks) -> Llama:
-        """The dense subnet of ``masks`` with the parent's weights (rows and columns copied)."""
+        """The dense subnet of ``masks`` with the parent's weights (rows and columns copied, in
+        the parent's dtype; built on the meta device, so no random initialisation and no
+        float32 copy)."""
         cfg = self.config
-        net = Llama(self.subnet_config(masks)).to(self.model.embed_tokens.weight.dtype)
-        net.model.embed_tokens.weight.copy_(self.model.embed_tokens.weight)
-        net.model.norm.weight.copy_(self.model.norm.weight)
+        src = self.state_dict()
+        sd = {k: src[k].clone() for k in ("model.embed_tokens.weight", "model.norm.weight")}
         if not cfg.tie_embeddings:
-            net.lm_head.weight.copy_(self.lm_head.weight)
+            sd["lm_head.weight"] = src["lm_head.weight"].clone()
         for n, (pairs, ch) in enumerate(zip(masks.attn, masks.mlp)):
-            src, dst = self.model.layers[n], net.model.layers[n]
+            pre = f"model.layers.{n}."
             kv_rows = attn_rows(pairs, cfg.head_dim)
             q_rows = attn_rows(tuple(p for p in pairs for _ in range(cfg.group)), cfg.head_dim)
-            for name, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
-                _copy_rows(getattr(src.self_attn, name), getattr(dst.self_attn, name), rows)
-            dst.self_attn.o_proj.weight.copy_(src.self_attn.o_proj.weight[:, q_rows])
-            if cfg.o_bias:
-                dst.self_attn.o_proj.bias.copy_(src.self_attn.o_proj.bias)
+            idx = torch.tensor(ch, dtype=torch.long)
+            rows = {"self_attn.q_proj": q_rows, "self_attn.k_proj": kv_rows, "self_attn.v_proj": kv_rows,
+                    "mlp.gate_proj": idx, "mlp.up_proj": idx}
+            for name, r in rows.items():
+                for part in ("weight", "bias"):
+                    if f"{pre}{name}.{part}" in src:
+                        sd[f"{pre}{name}.{part}"] = src[f"{pre}{name}.{part}"][r]  # indexing copies
+            sd[pre + "self_attn.o_proj.weight"] = src[pre + "self_attn.o_proj.weight"][:, q_rows]
+            sd[pre + "mlp.down_proj.weight"] = src[pre + "mlp.down_proj.weight"][:, idx]
+            for name in ("self_attn.o_proj.bias", "mlp.down_proj.bias", "input_layernorm.weight",
+                         "post_attention_layernorm.weight"):
+                if pre + name in src:
+                    sd[pre + name] = src[pre + name].clone()
             if cfg.qk_norm:  # one head's kept channels, in the dense head's order
                 local = attn_rows(pairs[:1], cfg.head_dim)
-                dst.self_attn.q_norm.weight.copy_(src.self_attn.q_norm.weight[local])
-                dst.self_attn.k_norm.weight.copy_(src.self_attn.k_norm.weight[local])
-            idx = torch.tensor(ch, dtype=torch.long)
-            for name in ("gate_proj", "up_proj"):
-                _copy_rows(getattr(src.mlp, name), getattr(dst.mlp, name), idx)
-            dst.mlp.down_proj.weight.copy_(src.mlp.down_proj.weight[:, idx])
-            if cfg.mlp_bias:
-                dst.mlp.down_proj.bias.copy_(src.mlp.down_proj.bias)
-            dst.input_layernorm.weight.copy_(src.input_layernorm.weight)
-            dst.post_attention_layernorm.weight.copy_(src.post_attention_layernorm.weight)
+                for name in ("q_norm", "k_norm"):
+                    sd[f"{pre}self_attn.{name}.weight"] = src[f"{pre}self_attn.{name}.weight"][local]
+        if cfg.tie_embeddings:
+            sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+        with torch.device("meta"):
+            net = Llama(self.subnet_config(masks)).to(self.model.embed_tokens.weight.dtype)
+        net.load_state_dict(sd, assign=True)
         return net.eval()
-
-
-def _copy_rows(src: nn.Linear, dst: nn.Linear, rows: torch.Tensor) -> None:
-    dst.weight.copy_(src.weight[rows])
-    if src.bias is not None:
-        dst.bias.copy_(src.bias[rows])
 
 
 def attn_rows(pairs: tuple[tuple[int, ...], ...], head_dim: int) -> torch.Tensor:

@@ -58,8 +58,15 @@ def negative_log_likelihood(model: Llama, wins: torch.Tensor, masks=None, batch:
     total, count = 0.0, 0
     for i in range(0, len(wins), batch):
         x = wins[i:i + batch]
-        logits = model(x[:, :-1], masks) if masks is not None else model(x[:, :-1])
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1),
-                                 reduction="sum").item()
-        count += x[:, 1:].numel()
+        h = model.model.norm(model.hidden(x[:, :-1], masks))
+        h, y = h.reshape(-1, h.shape[-1]), x[:, 1:].reshape(-1)
+        # the LM head a chunk of tokens at a time: a 50k vocabulary's float32 logits of a whole
+        # batch would be the largest tensor of the job
+        for j in range(0, len(h), _HEAD_CHUNK):
+            logits = model.lm_head(h[j:j + _HEAD_CHUNK]).float()
+            total += F.cross_entropy(logits, y[j:j + _HEAD_CHUNK], reduction="sum").item()
+        count += y.numel()
     return total, count
+
+
+_HEAD_CHUNK = 256  # tokens per LM-head product in negative_log_likelihood
