@@ -305,6 +305,8 @@ def cmd_export(args: argparse.Namespace) -> int:
               "hf": "from transformers import AutoModelForCausalLM; model = AutoModelForCausalLM.from_pretrained(%r)",
               }[args.format]
     artefact = str(path) if args.format in ("safetensors", "hf") else str(path / FORMATS[args.format])
+    if args.format == "hf" and (path / "modeling_nas_llama.py").is_file():  # layers differ: our modeling file
+        loader = loader.replace("(%r)", "(%r, trust_remote_code=True)")
     print(f"exported {args.arch_id} of job {args.job_id} ({args.format}) to {path}\n  {loader % artefact}")
     return 0
 

@@ -11,7 +11,8 @@ artefact:
 * ``hf``: a Hugging Face checkpoint directory (``config.json``, ``model.safetensors``,
   ``generation_config.json``, the parent's tokenizer files) that
   ``transformers.AutoModelForCausalLM.from_pretrained`` loads without this package, for
-  spaces that declare ``exports_hf`` (``llm-subnet``); ``load_architecture`` loads it too.
+  spaces that declare ``exports_hf`` (``llm-subnet``; a network no stock config holds
+  carries its modeling file: ``trust_remote_code=True``); ``load_architecture`` loads it too.
 
 Exports are written to a temporary directory beside the target and renamed into place, so
 a failed export leaves nothing behind and a replaced one (``force``) is never half-written.

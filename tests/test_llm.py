@@ -295,12 +295,15 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(tmp_path, name):
         torch.testing.assert_close(theirs, loaded, atol=1e-5, rtol=0)
         torch.testing.assert_close(theirs, subnet, atol=1e-5, rtol=0)
         assert sum(p.numel() for p in hf.parameters()) == space.evaluate(arch, ["params"])["params"]
-    # per-head importance masks differ between heads: a stock config cannot hold them, said by name
+    # per-head importance masks differ between heads: no stock config holds them, so the directory
+    # carries its modeling file (test_hf_export_of_differing_layers_loads_with_its_modeling_file)
+    import json
+
     from spaces import ExportError
 
-    with pytest.raises(ExportError, match="keeps rotary pairs .* a stock Hugging Face rotary embedding is the same"):
-        spaces.export_architecture(space, space.uniform(0.6), tmp_path / "refused", format="hf")
-    assert not (tmp_path / "refused").exists()
+    out = spaces.export_architecture(space, space.uniform(0.6), tmp_path / "remote", format="hf")
+    assert json.loads((out / "config.json").read_text())["model_type"] == "nas_llama"
+    assert (out / "modeling_nas_llama.py").is_file() and spaces.load_architecture(out).manifest["trust_remote_code"]
     vit = spaces.get_space("vit-elastic", parent="vit-tiny")
     with pytest.raises(ExportError, match="hf: vit-elastic networks are not Hugging Face models; .*llm-subnet"):
         spaces.export_architecture(vit, vit.largest(), tmp_path / "vit", format="hf")
@@ -324,6 +327,134 @@ def test_a_dynamic_rope_parent_exports_whole_heads_and_refuses_pruned_ones(tmp_p
     with pytest.raises(ExportError, match="'dynamic' .* no stock rope for it"):
         spaces.export_architecture(space, _shared_pairs_arch(space, tuple(range(2)), tuple(range(48))),
                                    tmp_path / "pruned", format="hf")
+    # layers that differ: nas_llama's rotary tables are static, so a dynamic rope is refused there too
+    with pytest.raises(ExportError, match="hf: the parent's rope is 'dynamic' .* layers differ \\(layer "):
+        spaces.export_architecture(space, _varied_arch(space, 2), tmp_path / "varied", format="hf")
+    assert not (tmp_path / "pruned").exists() and not (tmp_path / "varied").exists()
+
+
+def _varied_arch(space, depth: int | None = None):
+    """A subnet whose layers differ every way llm-subnet allows: its own MLP width and pair count
+    per layer, its own pairs per key/value head (the same in all heads where q/k norms are shared),
+    fewer layers than the parent."""
+    p, choices = space.parent_config, space.build_choices()
+    depth = depth or len(p.layers) - 1
+    hx = lambda idx: format(sum(1 << i for i in idx), "x")  # noqa: E731
+    rng = random.Random(depth)
+    params, masks = {"depth": depth}, {}
+    for n in range(depth):
+        attn, mlp = choices[f"l{n}.attn"], choices[f"l{n}.mlp"]
+        k, c = attn[-2 - 2 * n % len(attn)], mlp[-1 - 3 * (n + 1) % len(mlp)]  # other counts in every layer
+        half = p.head_dim // 2  # head h keeps k pairs from its own offset on: other pairs in every head
+        heads = [sorted((3 * h + n + i) % half for i in range(k)) for h in range(p.n_kv)]
+        masks[f"l{n}.attn"] = [hx(heads[0] if p.qk_norm else h) for h in heads]
+        masks[f"l{n}.mlp"] = hx(rng.sample(range(p.layers[n].ffn), c))
+        params |= {f"l{n}.attn": k, f"l{n}.mlp": c}
+    return space.from_params({**params, "masks": masks})
+
+
+# the families the stock export covers, each with what its layers add: GQA and a llama3 rope, MQA
+# with biases and an explicit head_dim, Qwen2's q/k/v biases, Qwen3's q/k norms with tied embeddings,
+# Mistral's window (12, shorter than the 40 tokens compared), yarn, and longrope past its switch
+REMOTE = ["llama-gqa-llama3-rope", "llama-mqa-head-dim-bias", "qwen2-bias", "qwen3-qk-norm", "mistral-window",
+          "llama-yarn-rope", "llama-longrope"]
+
+
+@pytest.mark.parametrize("name", REMOTE)
+def test_hf_export_of_differing_layers_loads_with_its_modeling_file(tmp_path, name):
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    family, kw = FAMILIES[name]
+    _tiny_hf(family, **{**kw, "num_hidden_layers": 3}).save_pretrained(tmp_path / name)
+    spaces.import_parent("llm-subnet", f"hf-{name}-3", tmp_path / name, format="hf", overwrite=True)
+    space = spaces.get_space("llm-subnet", parent=f"hf-{name}-3", reform=False, window=32, tokenizer="bytes")
+    arch = _varied_arch(space)
+    sub = space.subnet(arch)
+    assert len({la.ffn for la in sub.layers}) == 2 and len({la.head_dim for la in sub.layers}) == 2
+    if not space.parent_config.qk_norm and space.parent_config.n_kv > 1:  # and heads keep other pairs
+        assert all(len(set(la.pairs)) > 1 for la in sub.layers)
+    out = spaces.export_architecture(space, arch, tmp_path / "export", format="hf")
+    config = json.loads((out / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_nas_llama.NasLlamaForCausalLM"
+    assert config["intermediate_size"] == [la.ffn for la in sub.layers]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    assert type(hf).__name__ == "NasLlamaForCausalLM"
+    loaded = spaces.load_architecture(out)
+    for length in (10, 40):  # 40: past the window and the original context of the scaled ropes
+        ids = torch.randint(0, 300, (2, length))
+        with torch.no_grad():
+            theirs, ours = hf(ids).logits, loaded(ids)
+            masked = space.run_subnet(None, arch, ids)  # the parent run with the masks, no weight copied
+        torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+        torch.testing.assert_close(theirs, masked, atol=1e-5, rtol=0)
+    assert sum(p.numel() for p in hf.parameters()) == space.evaluate(arch, ["params"])["params"]
+    with torch.no_grad():  # labels: the next-token loss of those logits
+        loss = hf(ids, labels=ids).loss
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(ours[:, :-1].reshape(-1, 300),
+                                                                        ids[:, 1:].reshape(-1)), atol=1e-5, rtol=0)
+
+
+def test_the_modeling_file_loads_without_this_package_decodes_and_pads(tmp_path):
+    """What a user of the directory gets: no import of ours, a KV-cache decode that gives the
+    full forward's greedy tokens, and a left-padded batch that gives each row's own logits."""
+    import subprocess
+    import sys
+
+    transformers = pytest.importorskip("transformers")
+    family, kw = FAMILIES["mistral-window"]
+    _tiny_hf(family, **{**kw, "num_hidden_layers": 3}).save_pretrained(tmp_path / "par")
+    spaces.import_parent("llm-subnet", "hf-remote-decode", tmp_path / "par", format="hf", overwrite=True)
+    space = spaces.get_space("llm-subnet", parent="hf-remote-decode", reform=False, window=32, tokenizer="bytes")
+    out = spaces.export_architecture(space, _varied_arch(space), tmp_path / "export", format="hf")
+    ids = torch.randint(0, 300, (1, 10))
+    # `spaces` unimportable: the directory's own files are all transformers needs
+    code = ("import sys, torch; sys.modules['spaces'] = None; from transformers import AutoModelForCausalLM; "
+            f"m = AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True).eval(); "
+            f"print(m(torch.tensor({ids.tolist()})).logits.sum().item())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    ours = spaces.load_architecture(out)
+    with torch.no_grad():
+        assert float(p.stdout.split()[-1]) == pytest.approx(ours(ids).sum().item(), abs=1e-3)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    greedy = ids
+    with torch.no_grad():
+        for _ in range(8):  # 18 tokens: the cached decode runs past the window of 12
+            greedy = torch.cat((greedy, ours(greedy)[:, -1:].argmax(-1)), dim=1)
+        for use_cache in (True, False):
+            got = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                              use_cache=use_cache, pad_token_id=0)
+            assert got.tolist() == greedy.tolist()
+        # a left-padded batch: the padded row's real tokens get their unpadded logits
+        short = ids[:, 4:]
+        batch = torch.cat((ids, torch.cat((torch.zeros(1, 4, dtype=torch.long), short), dim=1)))
+        mask = torch.ones_like(batch)
+        mask[1, :4] = 0
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        padded = hf(batch, attention_mask=mask, position_ids=pos).logits
+        torch.testing.assert_close(padded[0], ours(ids)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(padded[1, 4:], ours(short)[0], atol=1e-5, rtol=0)
+
+
+def test_hf_export_carries_the_parents_generation_config(tmp_path):
+    import json
+
+    pytest.importorskip("transformers")
+    _tiny_hf("Llama", num_hidden_layers=3).save_pretrained(tmp_path / "par")
+    mine = {"bos_token_id": 1, "eos_token_id": [2, 7], "do_sample": True, "temperature": 0.6, "top_p": 0.9}
+    (tmp_path / "par" / "generation_config.json").write_text(json.dumps(mine))
+    spaces.import_parent("llm-subnet", "hf-gen", tmp_path / "par", format="hf", overwrite=True)
+    space = spaces.get_space("llm-subnet", parent="hf-gen", reform=False, window=32, tokenizer="bytes")
+    half = space.parent_config.head_dim // 2
+    stock = _shared_pairs_arch(space, tuple(range(half)), tuple(range(48)))
+    for arch, name in ((stock, "stock"), (_varied_arch(space), "remote")):  # both kinds of directory
+        out = spaces.export_architecture(space, arch, tmp_path / name, format="hf")
+        assert json.loads((out / "generation_config.json").read_text()) == mine
+    (tmp_path / "par" / "generation_config.json").unlink()  # none: a greedy one, as before
+    out = spaces.export_architecture(space, stock, tmp_path / "fallback", format="hf")
+    assert json.loads((out / "generation_config.json").read_text()) == {"_from_model_config": True,
+                                                                        "do_sample": False}
 
 
 @pytest.mark.slow
