@@ -82,14 +82,12 @@ class ProfilingEvaluator(Evaluator):
         from latency import get_target
         from latency.profilers import get_profiler
 
-        # a space may offer a cheaper module of the same shape for timing (llm-subnet: no reformation)
-        build = getattr(self.space, "profiling_module", None) or self.space.materialize
-        module = build(arch)
-        inputs = self.space.example_inputs(arch)
+        subjects = self.space.profiling_subjects(arch, self.keys)  # built before the lock
         metrics: dict[str, float] = {}
         measurements = []
         with _machine_lock():
             for key in self.keys:
+                module, inputs = subjects[key]
                 target = get_target(key.partition("@")[2])
                 m = get_profiler(target.backend, **self.protocol).profile(module, target, inputs,
                                                                           subject_id=arch.arch_id)

@@ -210,6 +210,15 @@ class SearchSpace(abc.ABC):
     def example_inputs(self, arch: Architecture, batch: int = 1) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError(f"space {self.name!r} has no network inputs")
 
+    def profiling_subjects(self, arch: Architecture, keys: Sequence[str]
+                           ) -> dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, ...]]]:
+        """Per profiled metric key (``latency_ms@cpu-ort``), the ``(module, inputs)`` whose call
+        it times: by default the materialised network on ``example_inputs``, built once for
+        every key. A space with several profiled metrics gives each its own (``llm-subnet``: a
+        prefill for ``latency_ms``, one decoding step after a filled KV cache for ``decode_ms``)."""
+        subject = (self.materialize(arch), self.example_inputs(arch))
+        return dict.fromkeys(keys, subject)
+
     def evaluate(self, arch: Architecture, keys: Sequence[str]) -> dict[str, float]:
         """Measure ``keys`` (non-profiled metrics) of ``arch`` itself, e.g. the top-1 of its
         inherited-weight network. Spaces with a trained parent implement it; tabular spaces

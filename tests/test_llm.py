@@ -612,6 +612,43 @@ def test_memory_mb_counts_the_weights_and_kv_cache_a_decode_really_holds(tmp_pat
         spaces.get_space("llm-subnet", parent="hf-mem", memory_dtype="fp8", tokenizer="bytes")
 
 
+@pytest.mark.parametrize("kw", [dict(num_key_value_heads=2), dict(model="Mistral", sliding_window=20)],
+                         ids=["llama-gqa", "mistral-window"])
+def test_decode_step_is_the_last_position_of_a_full_forward(tmp_path, kw):
+    from spaces.llm.model import DecodeStep
+
+    kw = dict(kw)
+    ref = _tiny_hf(kw.pop("model", "Llama"), **kw)
+    ref.save_pretrained(tmp_path / "m")
+    spaces.import_parent("llm-subnet", "hf-dec", tmp_path / "m", format="hf", overwrite=True)
+    space = spaces.get_space("llm-subnet", parent="hf-dec", window=16, tokenizer="bytes")
+    net = space.materialize(space.uniform(0.6), reform=False)
+    step = DecodeStep(net, context=30, batch=2)
+    new = torch.randint(0, 300, (2, 1))
+    with torch.no_grad():
+        want = net(torch.cat((step.context_ids, new), dim=1))[:, -1:]
+        torch.testing.assert_close(step(new), want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(step(new), want, atol=1e-5, rtol=0)  # the cache is not grown by a call
+
+
+def test_prefill_and_decode_latency_are_objectives_of_a_job(space, tmp_path):
+    from nas import run_job
+    from nas.storage import Store
+
+    spec = {"space": {"name": "llm-subnet", "parent": "llm-tiny", "window": 32, "memory_context": 64},
+            "objectives": [{"name": "ppl"}, {"name": "decode_ms", "device": "cpu-eager"}],
+            "constraints": [{"name": "latency_ms", "device": "cpu-ort", "max": 1000.0},
+                            {"name": "kept_ratio", "min": 0.5}],
+            "strategy": {"name": "random"}, "budget": {"evaluations": 2}, "seed": 0,
+            "execution": {"backend": "inline"}}
+    result = run_job(spec, store=Store(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    assert len(result.trials) == 2
+    for t in result.trials:
+        assert t.values["decode_ms@cpu-eager"] > 0 and 0 < t.metrics["latency_ms@cpu-ort"] < 1000 and t.feasible
+    info = spaces.get_space("llm-subnet", parent="llm-tiny", window=32, memory_context=64).metrics()
+    assert "64 tokens in the KV cache" in info["decode_ms"].description and "cpu-ort" in info["decode_ms"].devices
+
+
 def test_hf_import_bad_input(tmp_path):
     with pytest.raises(CheckpointError, match="is not a directory"):
         spaces.import_parent("llm-subnet", "x", tmp_path / "missing", format="hf")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FAMILIES", "LayerConfig", "LlamaConfig", "Llama", "Masks", "AttnMask", "param_count", "macs_per_token",
+__all__ = ["FAMILIES", "LayerConfig", "LlamaConfig", "Llama", "DecodeStep", "Masks", "AttnMask", "param_count", "macs_per_token",
            "rope_frequencies", "attn_rows", "kv_cache_elements", "memory_bytes"]
 
 
@@ -264,8 +264,12 @@ class _Attention(nn.Module):
         if g > 1:
             k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
         hide = self._hidden(start, t, k.shape[2])
+        if self.head_dim != self.cfg.head_dim:
+            # the parent's 1/sqrt(head_dim) through the queries, not SDPA's scale= argument (which
+            # the TorchScript ONNX exporter cannot trace): SDPA divides by sqrt of the local head_dim
+            q = q * (self.scale * self.head_dim ** 0.5)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if isinstance(hide, bool) else hide,
-                                           is_causal=hide is True, scale=self.scale)
+                                           is_causal=hide is True)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
     def _hidden(self, start: int, t: int, total: int) -> torch.Tensor | bool:
@@ -275,7 +279,7 @@ class _Attention(nn.Module):
         w = self.cfg.sliding_window
         inside = w is None or total <= w
         if inside and (t == 1 or start == 0):
-            return t > 1
+            return bool(t > 1)  # a Python bool also under tracing, where t is a traced size
         qpos = torch.arange(start, start + t)[:, None]
         kpos = torch.arange(total)[None, :]
         keep = kpos <= qpos
@@ -416,6 +420,28 @@ class Llama(nn.Module):
             net = Llama(self.subnet_config(masks)).to(self.model.embed_tokens.weight.dtype)
         net.load_state_dict(sd, assign=True)
         return net.eval()
+
+
+class DecodeStep(nn.Module):
+    """One decoding step of ``net``: ``forward(ids)`` (one new token per sequence, ``(batch,
+    1)``) returns its logits after ``context`` tokens already in the KV cache, which is filled
+    once here (a prefill of random tokens) and held as buffers, so every call times the same
+    step: attention over the whole cache, the new key and value appended, the LM head."""
+
+    def __init__(self, net: Llama, context: int, batch: int = 1) -> None:
+        super().__init__()
+        self.net = net
+        g = torch.Generator().manual_seed(0)
+        cache: list[list[torch.Tensor]] = [[] for _ in net.model.layers]
+        self.context_ids = torch.randint(0, net.config.vocab, (batch, context), generator=g)
+        net.step(self.context_ids, cache)
+        for n, (k, v) in enumerate(cache):
+            self.register_buffer(f"k{n}", k)
+            self.register_buffer(f"v{n}", v)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        cache = [[getattr(self, f"k{n}"), getattr(self, f"v{n}")] for n in range(len(self.net.model.layers))]
+        return self.net.step(ids, cache)  # appends to copies: the buffers stay the same
 
 
 def attn_rows(pairs: tuple[tuple[int, ...], ...], head_dim: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ methods §1.5). ``materialize`` slices the dense, smaller network and reforms it
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -74,9 +75,9 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
             "test_data": ConfigOption("test_data", None, (), "held-out text for ppl_test and ppl_reformed (needed with "
                                       "calibration_data)"),
             "text_field": ConfigOption("text_field", "text", (), "the text field of .jsonl objects and column of .parquet"),
-            "memory_context": ConfigOption("memory_context", 0, (), "tokens in the KV cache memory_mb counts "
+            "memory_context": ConfigOption("memory_context", 0, (), "tokens in the KV cache memory_mb and decode_ms count "
                                            "(0: the window)"),
-            "memory_batch": ConfigOption("memory_batch", 1, (), "sequences in the KV cache memory_mb counts"),
+            "memory_batch": ConfigOption("memory_batch", 1, (), "sequences in the KV cache memory_mb and decode_ms count"),
             "memory_dtype": ConfigOption("memory_dtype", "float16", tuple(_DTYPE_BYTES),
                                          "the dtype of the weights and KV cache memory_mb counts (the deployment's)"),
             "uniform_layers": ConfigOption("uniform_layers", False, (True, False),
@@ -338,6 +339,13 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         out["memory_mb"] = MetricInfo("memory_mb", "MiB", "minimize", (),
                                       f"weights plus KV cache of {c['memory_batch']} x {c['memory_context'] or c['window']} "
                                       f"tokens in {c['memory_dtype']}, MiB (analytic, as LLM-Viewer counts)")
+        out["latency_ms"] = MetricInfo("latency_ms", "ms", "minimize", out["latency_ms"].devices,
+                                       f"prefill of {c['window']} tokens by the dense subnet, profiled on this "
+                                       "machine during the job")
+        out["decode_ms"] = MetricInfo("decode_ms", "ms", "minimize", out["latency_ms"].devices,
+                                      f"one decoding step of {c['memory_batch']} sequence(s) after "
+                                      f"{c['memory_context'] or c['window']} tokens in the KV cache, profiled on "
+                                      "this machine during the job")
         out["mmacs"] = MetricInfo("mmacs", "M", "minimize", (),
                                   f"multiply-accumulates per token at {self.config['window']} tokens of context, millions")
         return out
@@ -505,9 +513,34 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         source = import_source(self.config["parent"])
         return hf_directory(module, Path(out), tokenizer_dir=Path(source) if source else None)
 
-    def profiling_module(self, arch: Architecture):
-        """The dense subnet for timing: reformation changes values, not shapes or time."""
-        return self.materialize(arch, reform=False)
+    def profiling_subjects(self, arch: Architecture, keys: Sequence[str]):
+        """``latency_ms``: a prefill of one window (``window`` tokens); ``decode_ms``: one token
+        per sequence after ``memory_context`` tokens (0: the window) of ``memory_batch``
+        sequences in the KV cache. The dense subnet without reformation (it changes values, not
+        shapes or time), in the parent's dtype; ONNX Runtime's CPU kernels are float32, so
+        ``cpu-ort`` times it in float32."""
+        import torch
+
+        from latency import get_target
+
+        from .model import DecodeStep
+
+        c = self.config
+        net = self.materialize(arch, reform=False)
+        nets = {}
+        out = {}
+        for key in keys:
+            name, _, device = key.partition("@")
+            dtype = torch.float32 if get_target(device).backend == "onnxruntime" else net.model.embed_tokens.weight.dtype
+            if dtype not in nets:
+                nets[dtype] = net if dtype == net.model.embed_tokens.weight.dtype else copy.deepcopy(net).to(dtype)
+            sub = nets[dtype]
+            if name == "decode_ms":
+                ids = torch.zeros(c["memory_batch"], 1, dtype=torch.long)
+                out[key] = (DecodeStep(sub, c["memory_context"] or c["window"], c["memory_batch"]), (ids,))
+            else:
+                out[key] = (sub, self.example_inputs(arch))
+        return out
 
     def run_subnet(self, parent: Any, arch: Architecture, ids: torch.Tensor) -> torch.Tensor:
         from .model import Llama
