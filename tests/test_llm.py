@@ -579,6 +579,50 @@ def test_the_parents_tokenizer_and_the_users_text(tmp_path):
         _byte_space_of_small_vocab(tmp_path)  # a byte-level tokenizer needs 256 ids
 
 
+def test_datasets_folders_and_a_tokenizer_only_autotokenizer_reads(tmp_path):
+    """A ``datasets`` save_to_disk folder as the job's text (written by datasets, read with
+    pyarrow); a GPT-2-style tokenizer folder without tokenizer.json (vocab.json + merges.txt),
+    read with AutoTokenizer."""
+    datasets = pytest.importorskip("datasets")
+    transformers = pytest.importorskip("transformers")
+    from spaces.llm.data import split_files
+
+    ref = _tiny_hf("Llama", num_key_value_heads=2, vocab_size=304)  # GPT2Tokenizer adds <|endoftext|>
+    ref.save_pretrained(tmp_path / "m")
+    tok = bpe_tokenizer(tmp_path / "tokenizer.json")
+    words = tmp_path / "words"
+    words.mkdir()
+    tok.model.save(str(words))  # vocab.json + merges.txt
+    transformers.GPT2Tokenizer(str(words / "vocab.json"), str(words / "merges.txt")).save_pretrained(tmp_path / "slow")
+    (tmp_path / "slow" / "tokenizer.json").unlink(missing_ok=True)  # transformers 5 writes only that one
+    for f in ("vocab.json", "merges.txt"):
+        (tmp_path / "slow" / f).write_bytes((words / f).read_bytes())
+    assert (tmp_path / "slow" / "vocab.json").is_file() and not (tmp_path / "slow" / "tokenizer.json").exists()
+    spaces.import_parent("llm-subnet", "hf-ds", tmp_path / "m", format="hf", overwrite=True)
+    docs = [f.read_text(errors="replace") for f in split_files()["test"][:20]]
+    d = datasets.Dataset.from_dict({"content": docs[:10], "n": list(range(10))})
+    d.save_to_disk(str(tmp_path / "calib"))
+    datasets.DatasetDict({"train": d, "test": datasets.Dataset.from_dict({"content": docs[10:]})}).save_to_disk(
+        str(tmp_path / "dd"))
+    kw = dict(window=32, calib_windows=4, fit_windows=4, test_windows=4, text_field="content",
+              tokenizer=str(tmp_path / "slow"))
+    space = spaces.get_space("llm-subnet", parent="hf-ds", calibration_data=str(tmp_path / "calib"),
+                             test_data=str(tmp_path / "dd" / "test"), **kw)
+    assert space.corpus.tokenizer._impl[0] == "transformers"  # no tokenizer.json: AutoTokenizer read the folder
+    ids, _ = space.corpus.tokens("calibration")
+    want = transformers.AutoTokenizer.from_pretrained(tmp_path / "slow")(docs[0], add_special_tokens=False)["input_ids"]
+    assert ids[:len(want)].tolist() == want  # the dataset's first document, in AutoTokenizer's tokens
+    assert space.evaluate(space.uniform(0.6), ["ppl_test"])["ppl_test"] > 1
+    with pytest.raises(InvalidConfigError, match=r"space.test_data: got .*dd'; valid: one split's folder of this "
+                                                 r"DatasetDict \(test, train\)"):
+        spaces.get_space("llm-subnet", parent="hf-ds", calibration_data=str(tmp_path / "calib"),
+                         test_data=str(tmp_path / "dd"), **kw)
+    with pytest.raises(InvalidConfigError, match=r"space.calibration_data: got .*calib'; valid: a dataset with a "
+                                                 r"column 'text' .*columns: content, n"):
+        spaces.get_space("llm-subnet", parent="hf-ds", calibration_data=str(tmp_path / "calib"),
+                         test_data=str(tmp_path / "dd" / "test"), **{**kw, "text_field": "text"})
+
+
 def _big_tokenizer(tmp_path):
     bpe_tokenizer(tmp_path / "big.json", vocab=400)
     return tmp_path / "big.json"

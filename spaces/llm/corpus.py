@@ -8,7 +8,8 @@ bytes, as the project's parents were trained. A job may name its own text per sp
 * a text file (``.txt``, ``.md``, ... : read as UTF-8);
 * JSON Lines (``.jsonl``): one object per line, its ``text_field`` (default ``text``);
 * Parquet (``.parquet``): the ``text_field`` column (read with pyarrow);
-* a folder of such files (sorted by name).
+* a folder of such files (sorted by name);
+* a ``datasets`` folder written by ``save_to_disk`` (one split; read with pyarrow).
 
 Text is tokenized with the parent's tokenizer: ``tokenizer.json`` through ``tokenizers``
 (what ``save_pretrained`` writes for every fast tokenizer), else ``AutoTokenizer`` on the
@@ -109,9 +110,15 @@ def read_texts(source: str | Path, field: str, key: str) -> list[str]:
     p = Path(source).expanduser()
     if not p.exists():
         raise InvalidConfigError(key, str(source), "an existing text, .jsonl or .parquet file, or a folder of them")
-    if p.is_dir() and (p / "state.json").is_file() and any(p.glob("*.arrow")):
-        raise InvalidConfigError(key, str(source), "text, .jsonl or .parquet files (a datasets save_to_disk folder "
-                                 "is not read yet: dataset.to_parquet('text.parquet') gives one)")
+    if p.is_dir() and (p / "dataset_dict.json").is_file():
+        splits = sorted(d.name for d in p.iterdir() if (d / "state.json").is_file())
+        raise InvalidConfigError(key, str(source), f"one split's folder of this DatasetDict ({', '.join(splits)}), "
+                                 f"e.g. {p / (splits[0] if splits else 'train')}")
+    if p.is_dir() and (p / "state.json").is_file():
+        docs = [d for d in _read_saved_dataset(p, field, key) if d]
+        if not docs:
+            raise InvalidConfigError(key, str(source), "a dataset that holds text (this holds none)")
+        return docs
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     docs: list[str] = []
     for f in files:
@@ -120,6 +127,30 @@ def read_texts(source: str | Path, field: str, key: str) -> list[str]:
     if not docs:
         raise InvalidConfigError(key, str(source), "files that hold text (this holds none)")
     return docs
+
+
+def _read_saved_dataset(folder: Path, field: str, key: str) -> list[str]:
+    """The ``field`` column of a ``datasets`` ``save_to_disk`` folder: the Arrow stream files
+    its ``state.json`` lists, read with pyarrow (the datasets package is not needed)."""
+    import pyarrow as pa
+
+    try:
+        files = [folder / f["filename"] for f in json.loads((folder / "state.json").read_text())["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InvalidConfigError(key, str(folder), f"a datasets save_to_disk folder whose state.json lists its "
+                                 f"_data_files ({type(e).__name__}: {e})") from None
+    out: list[str] = []
+    for f in files:
+        try:
+            with pa.memory_map(str(f)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+        except (OSError, pa.ArrowInvalid) as e:
+            raise InvalidConfigError(key, str(f), f"an Arrow file save_to_disk wrote ({e})") from None
+        if field not in table.column_names:
+            raise InvalidConfigError(key, str(folder), f"a dataset with a column {field!r} (space.text_field); its "
+                                     f"columns: {', '.join(table.column_names)}")
+        out += [t for t in table.column(field).to_pylist() if isinstance(t, str)]
+    return out
 
 
 def _read_file(f: Path, field: str, key: str) -> list[str]:
