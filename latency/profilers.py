@@ -16,6 +16,7 @@ with ``error`` set, so the job that asked records it and goes on.
 from __future__ import annotations
 
 import abc
+import copy
 import contextlib
 import datetime as _dt
 import functools
@@ -326,10 +327,25 @@ def export_onnx(module: Any, inputs: Sequence[Any], path: str | Path, opset: int
     return path
 
 
+def _float32(module: Any, inputs: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """``module`` and ``inputs`` in float32 where they hold half or bfloat16 tensors (a copy of
+    the module; the caller's stays as it is): ONNX Runtime's CPU provider has no bf16 kernels
+    for most ops, so a bf16 network is timed as the float32 network ORT would run."""
+    import torch
+
+    low = (torch.bfloat16, torch.float16)
+    tensors = list(module.parameters()) + list(module.buffers()) if isinstance(module, torch.nn.Module) else []
+    if any(t.dtype in low for t in tensors):
+        module = copy.deepcopy(module).float()
+    inputs = tuple(x.float() if isinstance(x, torch.Tensor) and x.dtype in low else x for x in inputs)
+    return module, inputs
+
+
 class OnnxRuntimeProfiler(Profiler):
     """ONNX Runtime, CPU provider, every graph optimisation on (``ORT_ENABLE_ALL``).
 
-    A module is first exported to ONNX; the kernels are the nodes of the graph ORT really
+    A module is first exported to ONNX (in float32 where it holds bf16/fp16 weights: a copy,
+    as ORT's CPU kernels are float32); the kernels are the nodes of the graph ORT really
     runs (its optimised graph: ``FusedConv``, ``FusedMatMul``, ``SkipLayerNormalization``,
     NCHWc convs, ...), with per-node times from ORT's own profiler over ``kernel_iters`` runs.
     """
@@ -378,6 +394,7 @@ class OnnxRuntimeProfiler(Profiler):
                 if not model_path.exists():
                     raise ProfilingError(f"subject: no such file {str(model_path)!r}")
             else:
+                subject, inputs = _float32(subject, inputs)
                 model_path = export_onnx(subject, inputs, work / "model.onnx")
             optimized = work / "optimized.onnx"
             sess = self._session(model_path, target, optimized=optimized)

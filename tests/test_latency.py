@@ -127,6 +127,14 @@ def test_profilers_take_exported_artefacts(tmp_path):
     assert not missing.ok and "no such file" in missing.error
 
 
+def test_onnxruntime_times_a_bf16_network_in_float32_and_leaves_it_bf16():
+    model = Small().eval().to(torch.bfloat16)
+    inputs = tuple(x.to(torch.bfloat16) for x in small_inputs())
+    m = get_profiler("onnxruntime", **FAST).profile(model, get_target("cpu-ort"), inputs)
+    assert m.ok, m.error
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # the caller's module is untouched
+
+
 def test_a_network_that_fails_to_export_is_a_failed_measurement_not_an_exception():
     class NoExport(nn.Module):
         def forward(self, x):

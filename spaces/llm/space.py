@@ -19,7 +19,6 @@ methods §1.5). ``materialize`` slices the dense, smaller network and reforms it
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -517,29 +516,21 @@ class LLMSubnetSpace(UniformBaselines, MaskEvolution, ElasticSpace):
         """``latency_ms``: a prefill of one window (``window`` tokens); ``decode_ms``: one token
         per sequence after ``memory_context`` tokens (0: the window) of ``memory_batch``
         sequences in the KV cache. The dense subnet without reformation (it changes values, not
-        shapes or time), in the parent's dtype; ONNX Runtime's CPU kernels are float32, so
-        ``cpu-ort`` times it in float32."""
+        shapes or time), in the parent's dtype (the ``cpu-ort`` profiler times a bf16 network in
+        float32, the dtype of ONNX Runtime's CPU kernels)."""
         import torch
-
-        from latency import get_target
 
         from .model import DecodeStep
 
         c = self.config
         net = self.materialize(arch, reform=False)
-        nets = {}
         out = {}
         for key in keys:
-            name, _, device = key.partition("@")
-            dtype = torch.float32 if get_target(device).backend == "onnxruntime" else net.model.embed_tokens.weight.dtype
-            if dtype not in nets:
-                nets[dtype] = net if dtype == net.model.embed_tokens.weight.dtype else copy.deepcopy(net).to(dtype)
-            sub = nets[dtype]
-            if name == "decode_ms":
+            if key.partition("@")[0] == "decode_ms":
                 ids = torch.zeros(c["memory_batch"], 1, dtype=torch.long)
-                out[key] = (DecodeStep(sub, c["memory_context"] or c["window"], c["memory_batch"]), (ids,))
+                out[key] = (DecodeStep(net, c["memory_context"] or c["window"], c["memory_batch"]), (ids,))
             else:
-                out[key] = (sub, self.example_inputs(arch))
+                out[key] = (net, self.example_inputs(arch))
         return out
 
     def run_subnet(self, parent: Any, arch: Architecture, ids: torch.Tensor) -> torch.Tensor:
